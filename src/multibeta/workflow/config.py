@@ -1,0 +1,108 @@
+"""Config loading: validation against the JSON schemas, with defaults filled from them.
+
+The schemas in ``workflow/schemas/`` are the single definition of every option: its type,
+range, description and default. ``config.schema.yaml`` lists the sections; each section
+has its own ``<section>.schema.yaml`` (referenced with ``$ref``), owned by the stage that
+reads it. Validation fills defaults (also inside ``$ref``'d sections, which Snakemake's own
+``validate`` does not) and reports the first problem with the dotted key that caused it.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
+TOP_SCHEMA = "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message names the key and what is expected."""
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str) -> dict[str, Any]:
+    """Load a schema file from ``workflow/schemas/``."""
+    path = SCHEMA_DIR / name
+    if not path.exists():
+        raise FileNotFoundError(f"schema not found: {path}")
+    return yaml.safe_load(path.read_text())
+
+
+def _retrieve(uri: str) -> Resource:
+    # Section schemas carry no $schema key on purpose: with one, jsonschema would validate
+    # them with a fresh Draft 2020-12 validator that does not fill defaults.
+    return DRAFT202012.create_resource(load_schema(uri))
+
+
+def _set_defaults(validator_cls: type) -> type:
+    validate_properties = validator_cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema) -> Iterator:
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
+
+
+_FillingValidator = _set_defaults(jsonschema.Draft202012Validator)
+
+
+def _key_of(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return path or "<top level>"
+
+
+def validate(instance: dict[str, Any], schema_name: str = TOP_SCHEMA) -> dict[str, Any]:
+    """Validate ``instance`` in place against a schema, filling defaults; return it.
+
+    Raises:
+        ConfigError: naming the dotted key of the first problem found.
+    """
+    registry: Registry = Registry(retrieve=_retrieve)
+    validator = _FillingValidator(load_schema(schema_name), registry=registry)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = jsonschema.exceptions.best_match(errors)
+        hint = ""
+        if error.validator == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            hint = f" Allowed keys here: {', '.join(allowed)}."
+        raise ConfigError(f"invalid config at '{_key_of(error)}': {error.message}.{hint}")
+    return instance
+
+
+def resolve_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """Return a validated deep copy of ``raw`` with every default filled in."""
+    return validate(copy.deepcopy(raw if raw is not None else {}))
+
+
+def section_defaults(section: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A validated, fully defaulted config section (for tests and notebooks).
+
+    ``overrides`` are merged over the section (nested dicts merged key by key).
+    """
+    instance = deep_merge({}, overrides or {})
+    return validate(instance, f"{section}.schema.yaml")
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: ``base`` with ``override`` merged in recursively (lists replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
