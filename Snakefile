@@ -1,0 +1,27 @@
+# Denoising Multi-beta VAE (arXiv 2507.06613): the pipeline's table of contents.
+#   snakemake --cores 8 --resources gpu=1                 # default config.yaml
+#   snakemake --cores 2 --configfile tests/configs/tiny.yaml
+# Stages: data -> vae -> cache -> diffusion -> sampling -> metrics -> report.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/vae.smk"
+include: "workflow/rules/cache.smk"
+include: "workflow/rules/diffusion.smk"
+include: "workflow/rules/sampling.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

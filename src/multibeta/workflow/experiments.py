@@ -1,0 +1,75 @@
+"""Experiments of one invocation: the base config plus its sweep entries.
+
+A sweep entry names an experiment and overrides dotted config keys of the base config:
+
+    sweep:
+      - name: beta-max-8
+        overrides: {vae.beta_max: 8}
+
+Every experiment is validated on its own. Upstream steps are shared where the config
+sections they read are equal: the dataset is addressed by a hash of the ``data`` section,
+so two experiments with the same data section read one file.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from multibeta.utils.io import canonical_json, config_hash
+from multibeta.workflow.config import ConfigError, resolve_config
+
+_GLOBAL_KEYS = ("experiment", "results_dir", "sweep", "compute")
+
+
+def set_dotted(config: dict[str, Any], dotted_key: str, value: Any) -> None:
+    """Set ``config['a']['b'] = value`` for ``dotted_key = 'a.b'``, creating dicts as needed."""
+    parts = dotted_key.split(".")
+    node = config
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"sweep override '{dotted_key}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def expand_experiments(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Map experiment name -> validated, fully defaulted config.
+
+    Raises:
+        ConfigError: invalid base config, invalid override, duplicate experiment names, or
+            an override of a key that is global to the invocation.
+    """
+    base = resolve_config(raw)
+    experiments = {base["experiment"]: base}
+    for entry in base["sweep"]:
+        name = entry["name"]
+        if name in experiments:
+            raise ConfigError(f"sweep: experiment name '{name}' is used twice")
+        derived = copy.deepcopy(raw or {})
+        derived.pop("sweep", None)
+        for key, value in entry["overrides"].items():
+            if key.split(".")[0] in _GLOBAL_KEYS:
+                raise ConfigError(
+                    f"sweep '{name}': '{key}' is global to the invocation and cannot be overridden"
+                )
+            set_dotted(derived, key, value)
+        derived["experiment"] = name
+        try:
+            experiments[name] = resolve_config(derived)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep '{name}': {exc}") from exc
+    return experiments
+
+
+def dataset_id(data_section: dict[str, Any]) -> str:
+    """Folder name of a prepared dataset: its name plus a hash of the whole data section."""
+    return f"{data_section['name']}-{config_hash(data_section, length=10)}"
+
+
+def canonical(section: Any) -> Any:
+    """A key-sorted deep copy, so params compare equal whenever the content is equal."""
+    import json
+
+    return json.loads(canonical_json(section))

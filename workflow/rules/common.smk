@@ -1,0 +1,125 @@
+# Shared by every rule: config validation (once), experiments, path helpers and the small
+# input/params functions. Rules receive only the config sections they read, in canonical
+# form, so a config edit reruns exactly the steps that depend on it.
+
+import os
+import sys
+from pathlib import Path
+
+_SRC = str(Path(workflow.basedir) / "src")
+if _SRC not in sys.path:
+    sys.path.insert(0, _SRC)
+# Jobs (local or on a cluster node) inherit these: the package without installation, and
+# no HDF5 file locking, which fails on many shared filesystems (all our writes are atomic).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p
+)
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+from multibeta.workflow.config import ConfigError
+from multibeta.workflow.experiments import canonical, dataset_id, expand_experiments
+
+try:
+    EXPERIMENTS = expand_experiments(config)
+except ConfigError as exc:
+    raise WorkflowError(f"{exc}\n(see workflow/schemas/ for every option)") from None
+
+_BASE = next(iter(EXPERIMENTS.values()))
+RESULTS = _BASE["results_dir"]
+COMPUTE = _BASE["compute"]
+DATASETS = {dataset_id(c["data"]): c["data"] for c in EXPERIMENTS.values()}
+VARIANTS = ("multibeta", "noise_only", "standard_ldm")
+ENV = "../../envs/multibeta.yaml"
+
+wildcard_constraints:
+    exp="|".join(sorted(EXPERIMENTS)),
+    dataset=r"[A-Za-z0-9_.-]+",
+    variant="|".join(VARIANTS),
+    run=r"[A-Za-z0-9_-]+",
+    beta=r"[0-9.]+",
+
+
+def cfg(wildcards):
+    """The validated config of the job's experiment."""
+    return EXPERIMENTS[wildcards.exp]
+
+
+def section(*keys):
+    """A params function returning the canonical config section at ``keys`` for the job's experiment."""
+
+    def get(wildcards):
+        node = cfg(wildcards)
+        for key in keys:
+            node = node[key]
+        return canonical(node)
+
+    return get
+
+
+def out(*parts):
+    """Path of an experiment output: results/<exp>/<parts...> (``{exp}`` stays a wildcard)."""
+    return "/".join((RESULTS, "{exp}") + parts)
+
+
+def dataset_path(wildcards):
+    """The prepared dataset an experiment reads."""
+    return f"{RESULTS}/datasets/{dataset_id(cfg(wildcards)['data'])}/dataset.h5"
+
+
+def gpu_jobs():
+    """resources: gpu for GPU rules (compute.gpus_per_job; 0 on CPU-only clusters)."""
+    return COMPUTE["gpus_per_job"]
+
+
+def log_path(rule_name, *wildcard_names):
+    """results/<exp>/logs/<rule>[_<wildcards>].log"""
+    suffix = "".join(f"_{{{w}}}" for w in wildcard_names)
+    return out("logs", f"{rule_name}{suffix}.log")
+
+
+def bench_path(rule_name, *wildcard_names):
+    """results/<exp>/benchmarks/<rule>[_<wildcards>].tsv"""
+    suffix = "".join(f"_{{{w}}}" for w in wildcard_names)
+    return out("benchmarks", f"{rule_name}{suffix}.tsv")
+
+
+def sampling_run(wildcards):
+    """The sampling.runs entry named by the {run} wildcard."""
+    for entry in cfg(wildcards)["sampling"]["runs"]:
+        if entry["name"] == wildcards.run:
+            return canonical(entry)
+    raise WorkflowError(f"no sampling run named '{wildcards.run}' in experiment '{wildcards.exp}'")
+
+
+def run_names(exp):
+    return [entry["name"] for entry in EXPERIMENTS[exp]["sampling"]["runs"]]
+
+
+def variants_of(exp):
+    """Diffusion variants an experiment trains: those its sampling runs use."""
+    used = {entry["variant"] for entry in EXPERIMENTS[exp]["sampling"]["runs"]}
+    used.update(EXPERIMENTS[exp]["diffusion"]["variants"])
+    return [v for v in VARIANTS if v in used]
+
+
+def has_factors(exp):
+    return EXPERIMENTS[exp]["data"]["name"] == "dsprites"
+
+
+def baseline_betas(exp):
+    return [f"{b:g}" for b in EXPERIMENTS[exp]["vae"]["baseline_betas"]]
+
+
+def experiment_targets(exp):
+    """Everything `rule all` builds for one experiment."""
+    return [
+        f"{RESULTS}/{exp}/report/report.md",
+        f"{RESULTS}/{exp}/report/metrics.json",
+    ]
+
+
+def all_targets():
+    targets = [t for exp in EXPERIMENTS for t in experiment_targets(exp)]
+    if len(EXPERIMENTS) > 1:
+        targets.append(f"{RESULTS}/sweep_report.md")
+    return targets

@@ -1,0 +1,26 @@
+# Stage 2: the latent denoiser, one model per variant (multibeta, noise_only, standard_ldm).
+
+
+rule train_diffusion:
+    input:
+        cache=rules.cache_latents.output.cache,
+    output:
+        model=out("diffusion", "{variant}", "model.pt"),
+        log_csv=out("diffusion", "{variant}", "train_log.csv"),
+        losses=out("diffusion", "{variant}", "loss_curves.png"),
+    params:
+        diffusion=section("diffusion"),
+        resume=lambda w: f"{RESULTS}/{w.exp}/diffusion/{w.variant}/checkpoint_last.pt",
+    log:
+        log_path("train_diffusion", "variant"),
+    benchmark:
+        bench_path("train_diffusion", "variant")
+    threads: COMPUTE["gpu_threads"]
+    resources:
+        gpu=gpu_jobs(),
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        ENV
+    script:
+        "../scripts/train_diffusion.py"

@@ -1,0 +1,76 @@
+# Stage 1: the multi-beta VAE, its diagnostic plots, and the fixed-beta baselines.
+
+
+rule train_vae:
+    input:
+        dataset=dataset_path,
+    output:
+        model=out("vae", "model.pt"),
+        log_csv=out("vae", "train_log.csv"),
+    params:
+        vae=section("vae"),
+        resume=lambda w: f"{RESULTS}/{w.exp}/vae/checkpoint_last.pt",
+    log:
+        log_path("train_vae"),
+    benchmark:
+        bench_path("train_vae")
+    threads: COMPUTE["gpu_threads"]
+    resources:
+        gpu=gpu_jobs(),
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        ENV
+    script:
+        "../scripts/train_vae.py"
+
+
+rule vae_plots:
+    input:
+        dataset=dataset_path,
+        model=rules.train_vae.output.model,
+        log_csv=rules.train_vae.output.log_csv,
+    output:
+        losses=out("vae", "plots", "loss_curves.png"),
+        sigma=out("vae", "plots", "sigma_vs_beta.png"),
+        tradeoff=out("vae", "plots", "kl_rec_vs_beta.png"),
+        recon=out("vae", "plots", "reconstructions.png"),
+        levels=out("vae", "level_stats.json"),
+    params:
+        vae=section("vae"),
+    log:
+        log_path("vae_plots"),
+    benchmark:
+        bench_path("vae_plots")
+    threads: COMPUTE["cpu_threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    script:
+        "../scripts/vae_plots.py"
+
+
+rule train_vae_baseline:
+    input:
+        dataset=dataset_path,
+    output:
+        model=out("vae_baselines", "beta{beta}", "model.pt"),
+        log_csv=out("vae_baselines", "beta{beta}", "train_log.csv"),
+    params:
+        vae=section("vae"),
+        resume=lambda w: f"{RESULTS}/{w.exp}/vae_baselines/beta{w.beta}/checkpoint_last.pt",
+    log:
+        log_path("train_vae_baseline", "beta"),
+    benchmark:
+        bench_path("train_vae_baseline", "beta")
+    threads: COMPUTE["gpu_threads"]
+    resources:
+        gpu=gpu_jobs(),
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        ENV
+    script:
+        "../scripts/train_vae.py"
