@@ -1,1 +1,12 @@
-"""multibeta.data"""
+"""Image datasets: generation/loading and the HDF5 dataset file.
+
+- :mod:`multibeta.data.dsprites`: procedural dSprites (``generate_dsprites``) and the
+  original npz loader (``load_dsprites_npz``).
+- :mod:`multibeta.data.h5io`: the dataset file (``write_image_dataset``, ``read_images``,
+  ``read_metadata``, ``ImageDataset``, ``DatasetArrays``).
+- :mod:`multibeta.data.prepare`: rule prepare_data (``prepare_dataset``).
+- :mod:`multibeta.data.celeba`: CelebA preprocessing (``prepare_celeba``).
+
+Submodules are imported explicitly (``from multibeta.data.h5io import ImageDataset``), so
+importing this package stays cheap.
+"""
