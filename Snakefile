@@ -8,7 +8,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the default; a --configfile replaces it rather than being merged over it,
+# so an experiment config never inherits stray keys (e.g. a sweep) from config.yaml.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -55,19 +55,18 @@ listing every bad file. A data set is never silently partial.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import time
 import zipfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
@@ -184,7 +183,7 @@ def _missing_message(root: Path, missing: list[str], image_source: str) -> str:
     lines = [f"CelebA input files not found under data.celeba.root = {root}. Place:"]
     for name in missing:
         if name == "images":
-            folder = f"the folder {root / IMAGE_DIR}/ (202,599 JPEGs 000001.jpg ... 202599.jpg)"
+            folder = f"the folder {root / IMAGE_DIR}/ ({NUM_IMAGES:,} JPEGs 000001.jpg ... {NUM_IMAGES:06d}.jpg)"
             archive = f"the official zip {root / IMAGE_ZIP} (read in place, no need to extract)"
             lines.append("  - " + {"folder": folder, "zip": archive}.get(image_source, f"{folder} or {archive}"))
         else:
@@ -273,6 +272,7 @@ def _format_error(path: Path, line: int | None, problem: str, expected: str) -> 
 
 _ATTR_EXPECTED = ("line 1 the number of images, line 2 the 40 attribute names separated by "
                   "spaces, then one row per image: the file name and 40 values -1 or 1")
+_ATTR_VALUES = frozenset(("-1", "1"))
 _PARTITION_EXPECTED = "one row per image: the file name and 0 (train), 1 (valid) or 2 (test)"
 
 
@@ -309,7 +309,7 @@ def read_attributes(path: str | os.PathLike) -> tuple[list[str], list[str], np.n
                                      f"the 40 CelebA attributes {ATTRIBUTE_NAMES[0]} ... "
                                      f"{ATTRIBUTE_NAMES[-1]} in release order", _ATTR_EXPECTED)
     filenames: list[str] = []
-    values: list[list[str]] = []
+    values: list[list[bool]] = []  # bools, not strings: 8M short strings would take ~0.5 GB
     for number, line in enumerate(lines[2:], start=3):
         parts = line.split()
         if not parts:
@@ -317,24 +317,17 @@ def read_attributes(path: str | os.PathLike) -> tuple[list[str], list[str], np.n
         if len(parts) != len(names) + 1:
             raise _format_error(path, number, f"{len(parts) - 1} values after the file name instead of "
                                               f"{len(names)}", _ATTR_EXPECTED)
+        if not _ATTR_VALUES.issuperset(parts[1:]):
+            col = next(j for j, v in enumerate(parts[1:]) if v not in _ATTR_VALUES)
+            raise _format_error(path, number, f"value {parts[col + 1]!r} for {names[col]} (only -1 "
+                                              f"and 1 are allowed)", _ATTR_EXPECTED)
         filenames.append(parts[0])
-        values.append(parts[1:])
-    table = np.array(values)
-    bad = ~np.isin(table, ("-1", "1"))
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise _format_error(path, _line_of(lines, filenames[row]), f"value {table[row, col]!r} for "
-                            f"{names[col]} (only -1 and 1 are allowed)", _ATTR_EXPECTED)
+        values.append([v == "1" for v in parts[1:]])
     if int(header) != len(filenames):
         raise _format_error(path, 1, f"the header says {int(header)} images but {len(filenames)} rows "
                                      f"follow (a truncated or edited file?)", _ATTR_EXPECTED)
     _check_unique(path, filenames, _ATTR_EXPECTED)
-    return filenames, names, (table == "1").astype(np.int8)
-
-
-def _line_of(lines: list[str], filename: str) -> int:
-    """1-based number of the first line that starts with ``filename``."""
-    return next(i for i, line in enumerate(lines, start=1) if line.split()[:1] == [filename])
+    return filenames, names, np.array(values, dtype=np.int8)
 
 
 def _check_unique(path: Path, filenames: list[str], expected: str) -> None:
@@ -542,6 +535,7 @@ _WORKER_DECODER: _Decoder | None = None
 def _init_worker(decoder: _Decoder) -> None:
     global _WORKER_DECODER
     _WORKER_DECODER = decoder
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # also under spawn/forkserver
 
 
 def _decode_in_worker(rows: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
@@ -557,7 +551,10 @@ def _available(files: CelebAFiles, names: Sequence[str]) -> tuple[dict[str, str]
         return None, [n for n in names if n not in present]
     try:
         with zipfile.ZipFile(files.images) as zf:
-            members = {m.rsplit("/", 1)[-1]: m for m in zf.namelist() if not m.endswith("/")}
+            members: dict[str, str] = {}
+            for member in zf.namelist():  # the first member of each file name wins
+                if not member.endswith("/"):
+                    members.setdefault(member.rsplit("/", 1)[-1], member)
     except (zipfile.BadZipFile, OSError) as err:
         raise CelebACorruptImages(f"{files.images} is not a readable zip archive ({err}); re-download "
                                   f"{IMAGE_ZIP} or extract it to {files.images.parent / IMAGE_DIR}/") from err
@@ -599,18 +596,25 @@ def decode_images(
             bad[name] = reason
         progress.update(len(rows))
 
-    with tqdm(total=len(todo), desc="CelebA", unit="img", disable=None) as progress:
-        if workers <= 1 or len(chunks) <= 1:
-            for rows in chunks:
-                collect(decoder.decode_chunk(rows, [names[i] for i in rows]))
-        else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                                     initargs=(decoder,)) as pool:
-                futures = [pool.submit(_decode_in_worker, rows, [names[i] for i in rows]) for rows in chunks]
-                for future in as_completed(futures):
-                    collect(future.result())
-    if decoder._zip is not None:
-        decoder._zip.close()
+    truncated_ok = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated files must raise (workers inherit this)
+    try:
+        with tqdm(total=len(todo), desc="CelebA", unit="img", disable=None) as progress:
+            if workers <= 1 or len(chunks) <= 1:
+                for rows in chunks:
+                    collect(decoder.decode_chunk(rows, [names[i] for i in rows]))
+            else:
+                with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                         initargs=(decoder,)) as pool:
+                    pending = {pool.submit(_decode_in_worker, rows, [names[i] for i in rows]) for rows in chunks}
+                    while pending:  # finished futures are dropped, so results are not held twice
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            collect(future.result())
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
+        if decoder._zip is not None:
+            decoder._zip.close()
     ok = np.array([name not in bad for name in names], dtype=bool)
     return images, ok, bad
 
