@@ -10,7 +10,7 @@ logger = logging.getLogger("multibeta.rules.prepare_data")
 
 def main(smk) -> None:
     setup_logging(smk.log[0])
-    summary = prepare_dataset(smk.params.data, smk.output.dataset)
+    summary = prepare_dataset(smk.params.data, smk.output.dataset, workers=smk.threads)
     logger.info("dataset written to %s: %s", smk.output.dataset, summary)
 
 

@@ -52,12 +52,15 @@ def _dsprites_arrays(section: dict[str, Any]) -> tuple[DatasetArrays, dict[str, 
     return arrays, provenance
 
 
-def prepare_dataset(data_section: dict[str, Any], out_path: str | os.PathLike) -> dict[str, Any]:
+def prepare_dataset(
+    data_section: dict[str, Any], out_path: str | os.PathLike, *, workers: int | None = None
+) -> dict[str, Any]:
     """Write the dataset file of a validated ``data`` config section to ``out_path``.
 
     Args:
         data_section: the validated ``data`` section (``section_defaults("data", ...)``).
         out_path: target ``dataset.h5``.
+        workers: decoding processes for image files (CelebA); None uses every core.
 
     Returns:
         Summary for the log: ``dataset``, ``n``, ``channels``, ``split_counts``,
@@ -68,7 +71,7 @@ def prepare_dataset(data_section: dict[str, Any], out_path: str | os.PathLike) -
     if name == "celeba":
         from multibeta.data.celeba import prepare_celeba
 
-        return prepare_celeba(data_section, out_path)
+        return prepare_celeba(data_section, out_path, workers=workers)
     if name != "dsprites":
         raise ValueError(f"unknown data.name {name!r}; use 'dsprites' or 'celeba'")
 

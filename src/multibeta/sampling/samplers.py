@@ -1,0 +1,620 @@
+"""Reverse samplers of the non-linear latent diffusion (METHOD.md, "Sampling").
+
+Every variant is integrated in "variance-exploding" coordinates: a state ``x`` with
+x_t = m_t + ς_t ε, where m_t is the clean part and ς_t the noise level.
+
+- ``multibeta``: x = z, m_t = μ_t(x) (the encoder mean, which moves with t), ς_t = σ_t (the
+  VAE's schedule). The denoiser predicts ε̂ and Δ̂ ≈ dμ_t/dt.
+- ``noise_only``: the same with Δ̂ = 0 (μ treated as constant between steps).
+- ``standard_ldm``: x = z_t / sqrt(ᾱ_t) in *normalised* t=0 latent units, m = z_0,
+  ς_t = sqrt(1/ᾱ_t − 1) for the cosine ᾱ; the network sees sqrt(ᾱ_t)·x. In these coordinates
+  DDIM(η) is exactly the generalized step below with Δ = 0. Latents are un-normalised with the
+  model's ``latent_mean``/``latent_std`` buffers at the end.
+
+Generalized step from t to s < t (:func:`generalized_step`)::
+
+    μ̂_t = x_t − ς_t ε̂,   μ̂_s = μ̂_t − (t − s) Δ̂
+    x_s = μ̂_s + sqrt(ς_s² − c²) ε̂ + c ξ,   c = η ς_s sqrt(1 − ς_s²/ς_t²),  ξ ~ N(0, I)
+
+η = 1 is the ancestral sampler (c is the posterior std of the Gaussian step), η = 0 the
+deterministic DDIM-like sampler. For η = 0 the step is x_s = x_t + (ς_s − ς_t) ε̂ − (t − s) Δ̂:
+a first-order step of the ODE dx/dt = Δ + ς'(t) ε that integrates the ς part exactly for a
+constant ε̂. ``heun`` averages the predictions at both ends (trapezoid in ς for ε, in t for
+Δ), which is second order; like EDM it takes a plain Euler step into the last grid point
+(t = 0), where ς ≈ 0 and the ε prediction is ill-defined.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Literal, Sequence, TypeVar, get_args
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from multibeta.diffusion.schedules import cosine_alpha_bar
+from multibeta.sampling.spacing import Spacing, time_grid
+from multibeta.utils.device import Runtime, eval_mode
+
+if TYPE_CHECKING:
+    from multibeta.sampling.config import SampleRunConfig
+
+logger = logging.getLogger(__name__)
+
+Variant = Literal["multibeta", "noise_only", "standard_ldm"]
+Solver = Literal["euler", "heun"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
+SOLVERS: tuple[str, ...] = get_args(Solver)
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"]
+"""``model(z [N, d], t [N]) -> (eps_hat [N, d], delta_hat [N, d] | None)``."""
+SigmaFn = Callable[[torch.Tensor], torch.Tensor]
+"""σ(t) for a float64 tensor of times (a :class:`~multibeta.diffusion.schedules.SigmaTable`)."""
+Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``decoder(z [N, d], t [N]) -> images [N, C, H, W]`` in [0, 1]."""
+Predictor = Callable[[torch.Tensor, float], "tuple[torch.Tensor, torch.Tensor | None]"]
+"""``predict(x [N, d], t) -> (eps_hat, delta_hat | None)`` in the sampler's coordinates."""
+StepCallback = Callable[[int, float, torch.Tensor], None]
+"""``callback(step_index, s, x_s)`` after each step (step_index counts from 1)."""
+
+NOISE_BLOCK = 256
+"""Rows per noise stream. Sample i draws its noise from stream i // NOISE_BLOCK, so results do
+not depend on the batch size."""
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- the update rules
+
+
+def step_noise_scale(sigma_t: float, sigma_s: float, eta: float) -> float:
+    """c = η ς_s sqrt(1 − ς_s²/ς_t²), the std of the fresh noise of one step (0 if ς_t = 0)."""
+    if eta == 0.0 or sigma_t <= 0.0:
+        return 0.0
+    return eta * sigma_s * math.sqrt(max(0.0, 1.0 - (sigma_s / sigma_t) ** 2))
+
+
+def generalized_step(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    delta: torch.Tensor | None,
+    *,
+    t: float,
+    s: float,
+    sigma_t: float,
+    sigma_s: float,
+    eta: float,
+    noise: torch.Tensor | None = None,
+    return_mean: bool = False,
+) -> torch.Tensor:
+    """One step t -> s of the generalized (η) sampler; all tensors ``[N, d]``.
+
+    Args:
+        x: the state x_t.
+        eps, delta: the predictions ε̂, Δ̂ at (x_t, t); ``delta=None`` means Δ̂ = 0.
+        sigma_t, sigma_s: noise levels ς_t, ς_s.
+        eta: 0 deterministic, 1 ancestral.
+        noise: ξ ~ N(0, I), needed when the step adds noise (η > 0 and ς_s > 0).
+        return_mean: return μ̂_s instead of x_s (the noise-free final latent).
+    """
+    mu = x - sigma_t * eps
+    if delta is not None:
+        mu = mu - (t - s) * delta
+    if return_mean:
+        return mu
+    c = step_noise_scale(sigma_t, sigma_s, eta)
+    out = mu + math.sqrt(max(0.0, sigma_s**2 - c**2)) * eps
+    if c > 0.0:
+        if noise is None:
+            raise ValueError("a stochastic step (eta > 0) needs noise")
+        out = out + c * noise
+    return out
+
+
+def run_sampler(
+    predict: Predictor,
+    x: torch.Tensor,
+    times: Sequence[float],
+    sigmas: Sequence[float],
+    *,
+    eta: float,
+    solver: Solver,
+    noise: Callable[[], torch.Tensor] | None = None,
+    final_mean: bool = False,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Integrate from ``times[0]`` to ``times[-1]`` (descending); the core of every sampler.
+
+    Args:
+        predict: the network (or an oracle) in the sampler's coordinates.
+        x: the start state ``[N, d]``.
+        times, sigmas: the grid ``[K + 1]`` and ς at each grid point.
+        eta: noise of the generalized step; ``heun`` requires 0.
+        solver: ``euler`` (the generalized step) or ``heun`` (second order, deterministic).
+        noise: returns a fresh ξ ``[N, d]`` each call (needed when η > 0).
+        final_mean: end on μ̂ of the last step instead of x (drops the ς_end noise).
+        callback: called after every step with (step index, s, x_s).
+
+    Returns:
+        The final state ``[N, d]``.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if solver == "heun" and eta != 0.0:
+        raise ValueError("solver 'heun' is deterministic: set eta to 0 (or use solver 'euler')")
+    if len(times) != len(sigmas):
+        raise ValueError("times and sigmas must have the same length")
+    n_steps = len(times) - 1
+    for i in range(n_steps):
+        t, s = float(times[i]), float(times[i + 1])
+        sig_t, sig_s = float(sigmas[i]), float(sigmas[i + 1])
+        eps, delta = predict(x, t)
+        last = i == n_steps - 1
+        if last and final_mean:
+            x = generalized_step(
+                x, eps, delta, t=t, s=s, sigma_t=sig_t, sigma_s=sig_s, eta=0.0, return_mean=True
+            )
+        elif solver == "heun" and not last:
+            x_pred = generalized_step(
+                x, eps, delta, t=t, s=s, sigma_t=sig_t, sigma_s=sig_s, eta=0.0
+            )
+            eps_s, delta_s = predict(x_pred, s)
+            eps_avg = 0.5 * (eps + eps_s)
+            delta_avg = None if delta is None or delta_s is None else 0.5 * (delta + delta_s)
+            x = generalized_step(
+                x, eps_avg, delta_avg, t=t, s=s, sigma_t=sig_t, sigma_s=sig_s, eta=0.0
+            )
+        else:
+            c = step_noise_scale(sig_t, sig_s, eta)
+            xi = None
+            if c > 0.0:
+                if noise is None:
+                    raise ValueError("eta > 0 needs a noise source")
+                xi = noise()
+            x = generalized_step(
+                x, eps, delta, t=t, s=s, sigma_t=sig_t, sigma_s=sig_s, eta=eta, noise=xi
+            )
+        if callback is not None:
+            callback(i + 1, s, x)
+    return x
+
+
+def nfe_per_sample(steps: int, solver: Solver) -> int:
+    """Network evaluations per sample: ``steps`` for euler, 2·steps − 1 for heun."""
+    return steps if solver == "euler" else 2 * steps - 1
+
+
+# --------------------------------------------------------------------------- variants
+
+
+@dataclass(frozen=True)
+class LatentProcess:
+    """How a variant's sampler state relates to the network input and to real latents.
+
+    Attributes:
+        sigma: ς(t) for float64 times.
+        scale: the network input is scale(t)·x.
+        use_delta: whether Δ̂ is used (``multibeta``) or taken as 0.
+        mean, std: ``[d]`` un-normalisation (real latent = x·std + mean), or None.
+    """
+
+    sigma: SigmaFn
+    scale: SigmaFn | None
+    use_delta: bool
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+
+    def sigma_at(self, t: float) -> float:
+        return float(self.sigma(torch.tensor([t], dtype=torch.float64))[0])
+
+    def scale_at(self, t: float) -> float:
+        return (
+            1.0
+            if self.scale is None
+            else float(self.scale(torch.tensor([t], dtype=torch.float64))[0])
+        )
+
+    def to_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampler state -> real latent units."""
+        if self.std is None:
+            return x
+        return x * self.std.to(x) + self.mean.to(x)
+
+    def from_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Real latent units -> sampler state (the clean part m)."""
+        if self.std is None:
+            return z
+        return (z - self.mean.to(z)) / self.std.to(z)
+
+
+def _ldm_sigma(t: torch.Tensor) -> torch.Tensor:
+    abar = cosine_alpha_bar(t.to(torch.float64))
+    return torch.sqrt((1.0 / abar - 1.0).clamp_min(0.0))
+
+
+def _ldm_scale(t: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(cosine_alpha_bar(t.to(torch.float64)))
+
+
+def make_process(
+    variant: Variant, sigma: SigmaFn | None, model: object | None = None
+) -> LatentProcess:
+    """The :class:`LatentProcess` of a variant.
+
+    ``multibeta``/``noise_only`` need ``sigma`` (the VAE's σ_t, e.g. ``LatentCache.sigma_table()``);
+    ``standard_ldm`` ignores it and reads ``model.latent_mean``/``model.latent_std``.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if variant == "standard_ldm":
+        mean, std = getattr(model, "latent_mean", None), getattr(model, "latent_std", None)
+        if mean is None or std is None:
+            raise ValueError(
+                "variant standard_ldm needs the denoiser's latent_mean/latent_std buffers (its "
+                "latents are normalised); was this checkpoint trained as standard_ldm?"
+            )
+        return LatentProcess(
+            _ldm_sigma,
+            _ldm_scale,
+            False,
+            torch.as_tensor(mean).detach().float().cpu(),
+            torch.as_tensor(std).detach().float().cpu(),
+        )
+    if sigma is None:
+        raise ValueError(
+            f"variant {variant} needs the VAE's sigma schedule (LatentCache.sigma_table())"
+        )
+
+    table_device = None
+    if isinstance(sigma, torch.nn.Module):  # a SigmaTable may live on the GPU
+        table_device = next(iter(sigma.buffers()), torch.empty(0)).device
+
+    def sigma64(t: torch.Tensor) -> torch.Tensor:
+        t = t.to(torch.float64) if table_device is None else t.to(table_device, torch.float64)
+        return torch.as_tensor(sigma(t)).to("cpu", torch.float64)
+
+    return LatentProcess(sigma64, None, variant == "multibeta")
+
+
+def make_predictor(model: Denoiser, process: LatentProcess, runtime: Runtime) -> Predictor:
+    """Wrap the network as ``predict(x, t)`` in sampler coordinates (autocast, fp32 outputs)."""
+
+    def predict(x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        t_vec = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
+        scale = process.scale_at(t)
+        with runtime.autocast():
+            eps, delta = model(x if scale == 1.0 else scale * x, t_vec)
+        if eps.shape != x.shape:
+            raise ValueError(
+                f"denoiser returned eps of shape {tuple(eps.shape)} for input {tuple(x.shape)}"
+            )
+        if not process.use_delta:
+            return eps.float(), None
+        if delta is None:
+            raise ValueError(
+                "variant multibeta needs the denoiser's Δ head but the model returned delta=None; "
+                "sample it with variant noise_only, or train it with the multibeta variant"
+            )
+        return eps.float(), delta.float()
+
+    return predict
+
+
+# --------------------------------------------------------------------------- seeded noise
+
+
+def _stream_seed(seed: int, block: int) -> int:
+    state = np.random.SeedSequence(seed, spawn_key=(block,)).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1  # < 2**63
+
+
+class BlockNoise:
+    """Gaussian noise for rows [start, stop) of a sample set, independent of how it is batched.
+
+    Row i always takes row ``i % NOISE_BLOCK`` of each draw from stream ``i // NOISE_BLOCK``
+    (a generator seeded from ``(seed, stream)``), so a sample's noise depends only on the seed
+    and its index. Each call returns the next draw ``[stop - start, dim]``.
+    """
+
+    def __init__(self, seed: int, start: int, stop: int, dim: int, device: torch.device) -> None:
+        self.dim, self.device = dim, device
+        self.parts: list[tuple[torch.Generator, int, int]] = []
+        for block in range(start // NOISE_BLOCK, (stop - 1) // NOISE_BLOCK + 1):
+            gen = torch.Generator(device=device)
+            gen.manual_seed(_stream_seed(seed, block))
+            lo = max(start, block * NOISE_BLOCK) - block * NOISE_BLOCK
+            hi = min(stop, (block + 1) * NOISE_BLOCK) - block * NOISE_BLOCK
+            self.parts.append((gen, lo, hi))
+
+    def __call__(self) -> torch.Tensor:
+        draws = [
+            torch.randn(NOISE_BLOCK, self.dim, generator=gen, device=self.device)[lo:hi]
+            for gen, lo, hi in self.parts
+        ]
+        return torch.cat(draws) if len(draws) > 1 else draws[0]
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def as_runtime(device: torch.device | str | Runtime) -> Runtime:
+    """A :class:`Runtime` (no autocast) for a plain device; a Runtime is returned as is."""
+    if isinstance(device, Runtime):
+        return device
+    dev = torch.device(device)
+    return Runtime(device=dev, amp_dtype=None, pin_memory=dev.type == "cuda")
+
+
+def eval_context(fn: object) -> contextlib.AbstractContextManager:
+    """Eval mode for a module, or for the module of a bound method (``vae.decode_image``)."""
+    module = fn if isinstance(fn, torch.nn.Module) else getattr(fn, "__self__", None)
+    return eval_mode(module) if isinstance(module, torch.nn.Module) else contextlib.nullcontext()
+
+
+def sample_latents(
+    model: Denoiser,
+    sigma: SigmaFn | None,
+    *,
+    variant: Variant,
+    steps: int,
+    eta: float,
+    solver: Solver,
+    spacing: Spacing,
+    seed: int,
+    batch_size: int,
+    n: int | None = None,
+    dim: int | None = None,
+    device: torch.device | str | Runtime = "cpu",
+    t_start: float = 1.0,
+    z_start: torch.Tensor | None = None,
+    add_start_noise: bool = False,
+    final_mean: bool = False,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Draw latents by running the reverse process from ``t_start`` to 0.
+
+    Without ``z_start`` the chain starts from the prior: z_1 ~ N(0, σ_1² I) (``standard_ldm``:
+    N(0, (1 − ᾱ_1) I) in normalised units). With ``z_start`` ``[n, d]`` (real latent units, the
+    clean mean at ``t_start``, e.g. μ_{t_b}(x) for sharpening) it starts there, plus ς noise if
+    ``add_start_noise``.
+
+    Args:
+        model: ``model(z [N, d], t [N]) -> (eps_hat, delta_hat | None)``.
+        sigma: the VAE's σ(t) (ignored by ``standard_ldm``).
+        variant, steps, eta, solver, spacing, seed: the sampler settings (config ``sampling``).
+        batch_size: rows per forward pass (bounds memory; results do not depend on it).
+        n: number of samples (defaults to ``len(z_start)``).
+        dim: latent size; defaults to ``model.latent_dim``; not needed with ``z_start``.
+        device: a device or a :class:`Runtime` (whose autocast is used).
+        final_mean: return μ̂_0 instead of z_0.
+        progress: show a tqdm bar (silent when not a TTY).
+
+    Returns:
+        Latents ``[n, d]`` float32 on the CPU, in real latent units, ready for D(z, 0).
+    """
+    runtime = as_runtime(device)
+    dev = runtime.device
+    process = make_process(variant, sigma, model)
+    if z_start is not None:
+        if z_start.ndim != 2:
+            raise ValueError(f"z_start must be [n, d], got shape {tuple(z_start.shape)}")
+        if n is not None and n != len(z_start):
+            raise ValueError(f"n={n} but z_start has {len(z_start)} rows")
+        n, dim = z_start.shape
+    else:
+        dim = dim if dim is not None else getattr(model, "latent_dim", None)
+        if n is None or dim is None:
+            raise ValueError("sample_latents needs n and dim (or model.latent_dim) without z_start")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    times = time_grid(steps, spacing, t_start=t_start, t_end=0.0)
+    sigmas = process.sigma(times).tolist()
+    times_l = times.tolist()
+    predict = make_predictor(model, process, runtime)
+    n_batches = math.ceil(n / batch_size) if n else 0
+    n_steps = len(times_l) - 1
+    out = torch.empty(n, dim, dtype=torch.float32)
+    started = time.perf_counter()
+    bar = tqdm(
+        total=n_batches * n_steps,
+        desc=f"sample {variant}/{solver}",
+        unit="step",
+        disable=None if progress else True,
+        leave=False,
+    )
+    with torch.no_grad(), eval_context(model), bar:
+        for b in range(n_batches):
+            lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+            noise = BlockNoise(seed, lo, hi, dim, dev)
+            if z_start is None:
+                x = sigmas[0] * noise()
+            else:
+                x = process.from_latent(z_start[lo:hi].to(dev, torch.float32))
+                if add_start_noise and sigmas[0] > 0:
+                    x = x + sigmas[0] * noise()
+            x = run_sampler(
+                predict,
+                x,
+                times_l,
+                sigmas,
+                eta=eta,
+                solver=solver,
+                noise=noise,
+                final_mean=final_mean,
+                callback=lambda *_: bar.update(1),
+            )
+            z = process.to_latent(x).float()
+            if not torch.isfinite(z).all():
+                raise FloatingPointError(
+                    f"sampling produced non-finite latents (variant {variant}, {steps} steps, "
+                    f"solver {solver}); check the denoiser checkpoint and the sigma schedule"
+                )
+            out[lo:hi] = z.cpu()
+    logger.info(
+        "sampled %d latents: variant=%s solver=%s eta=%g steps=%d spacing=%s t_start=%g in %.2fs",
+        n,
+        variant,
+        solver,
+        eta,
+        n_steps,
+        spacing,
+        t_start,
+        time.perf_counter() - started,
+    )
+    return out
+
+
+def decode_latents(
+    decoder: Decoder,
+    z: torch.Tensor,
+    *,
+    t: float = 0.0,
+    batch_size: int,
+    device: torch.device | str | Runtime = "cpu",
+    as_uint8: bool = False,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Decode latents ``[N, d]`` at level ``t`` in batches -> images ``[N, C, H, W]`` on the CPU.
+
+    Images are float32 in [0, 1], or uint8 in [0, 255] with ``as_uint8`` (4x less memory).
+    """
+    runtime = as_runtime(device)
+    chunks: list[torch.Tensor] = []
+    with torch.no_grad(), eval_context(decoder):
+        for lo in tqdm(
+            range(0, len(z), batch_size),
+            desc="decode",
+            disable=None if progress else True,
+            leave=False,
+        ):
+            zb = z[lo : lo + batch_size].to(runtime.device, torch.float32)
+            tb = torch.full((len(zb),), t, device=runtime.device, dtype=torch.float32)
+            with runtime.autocast():
+                img = decoder(zb, tb)
+            img = img.float().clamp(0.0, 1.0).cpu()
+            chunks.append(img.mul(255).round().to(torch.uint8) if as_uint8 else img)
+    if not chunks:
+        raise ValueError("nothing to decode: z is empty")
+    return torch.cat(chunks)
+
+
+def timed(
+    fn: Callable[[], T], *, n_items: int, device: torch.device | str | Runtime = "cpu"
+) -> tuple[T, dict[str, float]]:
+    """Run ``fn()`` and time it (synchronising CUDA); returns (result, {seconds, items_per_s})."""
+    dev = as_runtime(device).device
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    start = time.perf_counter()
+    result = fn()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - start
+    return result, {
+        "seconds": seconds,
+        "items_per_s": n_items / seconds if seconds > 0 else float("inf"),
+    }
+
+
+@dataclass(frozen=True)
+class SampleOutput:
+    """Result of :func:`sample_run`: latents ``[n, d]``, images ``[n, C, H, W]`` (uint8) or None,
+    and a timing dict (``samples_per_s`` etc., for ``timing.json``)."""
+
+    latents: torch.Tensor
+    images: torch.Tensor | None
+    timing: dict[str, float | int | str]
+
+
+def sample_run(
+    run: SampleRunConfig,
+    model: Denoiser,
+    sigma: SigmaFn | None,
+    *,
+    dim: int | None = None,
+    device: torch.device | str | Runtime = "cpu",
+    decoder: Decoder | None = None,
+    decode_batch_size: int | None = None,
+    progress: bool = True,
+) -> SampleOutput:
+    """One ``sampling.runs`` entry: sample ``run.n_samples`` latents, time it, optionally decode.
+
+    The timing covers the sampler only (``samples_per_s``); decoding is timed separately.
+    """
+    latents, timing = timed(
+        lambda: sample_latents(
+            model,
+            sigma,
+            n=run.n_samples,
+            dim=dim,
+            device=device,
+            progress=progress,
+            **run.sampler_kwargs(),
+        ),
+        n_items=run.n_samples,
+        device=device,
+    )
+    record: dict[str, float | int | str] = {
+        "run": run.name,
+        "variant": run.variant,
+        "solver": run.solver,
+        "eta": run.eta,
+        "steps": run.steps,
+        "spacing": run.spacing,
+        "n_samples": run.n_samples,
+        "batch_size": run.batch_size,
+        "nfe_per_sample": nfe_per_sample(run.steps, run.solver),
+        "sample_seconds": timing["seconds"],
+        "samples_per_s": timing["items_per_s"],
+        "device": str(as_runtime(device).device),
+    }
+    images = None
+    if decoder is not None:
+        images, dec_timing = timed(
+            lambda: decode_latents(
+                decoder,
+                latents,
+                batch_size=decode_batch_size or run.batch_size,
+                device=device,
+                as_uint8=True,
+                progress=progress,
+            ),
+            n_items=run.n_samples,
+            device=device,
+        )
+        record["decode_seconds"] = dec_timing["seconds"]
+    logger.info(
+        "run %s: %.1f samples/s (%d NFE per sample)",
+        run.name,
+        record["samples_per_s"],
+        record["nfe_per_sample"],
+    )
+    return SampleOutput(latents=latents, images=images, timing=record)
+
+
+def start_mismatch(mu_1: torch.Tensor, sigma_1: float) -> dict[str, float]:
+    """How far the cached t=1 latents are from the sampler's start N(0, σ_1² I).
+
+    The true z_1 = μ_1(x) + σ_1 ε has per-dimension mean m_j and variance v_j + σ_1² (v_j the
+    variance of μ_1 over the data). Returns the RMS of m, the mean variance ratio
+    (v + σ_1²)/σ_1², and KL(N(m, diag(v + σ_1²)) || N(0, σ_1² I)) per dimension.
+
+    Args:
+        mu_1: cached encoder means at t = 1, ``[N, d]``.
+        sigma_1: σ at t = 1.
+    """
+    mu = mu_1.to(torch.float64)
+    m, v = mu.mean(0), mu.var(0, unbiased=False)
+    s2 = float(sigma_1) ** 2
+    ratio = (v + s2) / s2
+    kl = 0.5 * (ratio + m**2 / s2 - 1.0 - torch.log(ratio))
+    return {
+        "start_mean_rms": float(m.pow(2).mean().sqrt()),
+        "start_var_ratio": float(ratio.mean()),
+        "start_kl_per_dim": float(kl.mean()),
+    }

@@ -1,0 +1,49 @@
+"""Time grids for the samplers: which levels t the reverse process visits.
+
+A grid runs from ``t_start`` (1 for generation, t_b for sharpening) down to ``t_end`` = 0.
+
+- ``uniform``: equal steps in t.
+- ``quadratic``: t_i = t_end + (t_start − t_end) · (1 − i/N)², so steps shrink linearly towards
+  t = 0, where σ_t → 0 and the decoder is most sensitive to the latent (as the quadratic
+  "time uniform in sqrt" spacing of DDIM).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+
+Spacing = Literal["uniform", "quadratic"]
+SPACINGS: tuple[str, ...] = get_args(Spacing)
+
+
+def time_grid(
+    steps: int, spacing: Spacing, t_start: float = 1.0, t_end: float = 0.0
+) -> torch.Tensor:
+    """Descending times ``[steps + 1]`` (float64) from ``t_start`` to ``t_end``, both included.
+
+    ``t_start == t_end`` gives the one-point grid ``[t_start]`` (no steps: the identity path).
+
+    Raises:
+        ValueError: on ``steps < 1``, ``t_start < t_end``, or an unknown spacing.
+    """
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 0.0 <= t_end <= t_start <= 1.0:
+        raise ValueError(f"need 0 <= t_end <= t_start <= 1, got t_start={t_start}, t_end={t_end}")
+    if t_start == t_end:
+        return torch.tensor([float(t_start)], dtype=torch.float64)
+    u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    if spacing == "quadratic":
+        u = u**2
+    grid = t_end + (t_start - t_end) * u
+    grid[0], grid[-1] = t_start, t_end  # exact end points despite rounding
+    return grid
+
+
+def level_steps(steps: int, t_start: float) -> int:
+    """Steps from ``t_start`` to 0 at the density of ``steps`` steps over [0, 1] (at least 1)."""
+    return max(1, round(steps * t_start))

@@ -1,0 +1,498 @@
+"""Samplers against analytic oracles: convergence order, exact marginals, DDIM, seeding, config.
+
+The oracles stand in for the denoiser. The latent path is μ_t(x) = a(t)·x + b(t) with
+non-linear a, b and a smooth σ_t:
+
+- *path oracle*: one known trajectory z_t = μ_t(x) + σ_t ε0; ε̂ = ε0 and Δ̂ = dμ/dt of the path
+  through μ̂ = z − σ_t ε0. The η = 0 sampler is then Euler on the μ path (its σ part is exact).
+- *Gaussian oracle*: x ~ N(m, s²); ε̂ = E[ε | z_t] and Δ̂ = E[dμ_t/dt | z_t] in closed form, so
+  the η = 0 sampler integrates the probability-flow ODE, whose solution is an affine map.
+- *point-mass oracle*: a single x, ε̂ = (z − μ_t)/σ_t, Δ̂ = μ'_t: the ancestral chain must have
+  the marginals N(μ_t, σ_t²) at every visited t.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from multibeta.diffusion.schedules import SigmaTable, cosine_alpha_bar
+from multibeta.sampling.config import SamplingConfig
+from multibeta.sampling.samplers import (
+    NOISE_BLOCK,
+    BlockNoise,
+    decode_latents,
+    generalized_step,
+    make_process,
+    nfe_per_sample,
+    run_sampler,
+    sample_latents,
+    sample_run,
+    start_mismatch,
+)
+from multibeta.sampling.spacing import level_steps, time_grid
+from multibeta.workflow.config import ConfigError, section_defaults
+
+F64 = torch.float64
+
+
+def a_fn(t: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-1.5 * t) + 0.2 * t**2
+
+
+def da_fn(t: torch.Tensor) -> torch.Tensor:
+    return -1.5 * torch.exp(-1.5 * t) + 0.4 * t
+
+
+def b_fn(t: torch.Tensor) -> torch.Tensor:
+    return 0.5 * torch.sin(3 * t)
+
+
+def db_fn(t: torch.Tensor) -> torch.Tensor:
+    return 1.5 * torch.cos(3 * t)
+
+
+def sigma_fn(t: torch.Tensor) -> torch.Tensor:
+    return 0.02 + 0.98 * torch.sin(math.pi * t / 2)
+
+
+def at(fn, t: float) -> torch.Tensor:
+    return fn(torch.tensor(t, dtype=F64))
+
+
+def settings(**overrides) -> dict:
+    base = dict(
+        variant="multibeta",
+        eta=0.0,
+        solver="euler",
+        spacing="uniform",
+        seed=0,
+        batch_size=64,
+        progress=False,
+    )
+    base.update(overrides)
+    return base
+
+
+class PathOracle:
+    """ε̂ = ε0 (the true noise of the trajectory), Δ̂ = dμ/dt of the path through z − σ ε0."""
+
+    def __init__(self, eps0: torch.Tensor) -> None:
+        self.eps0 = eps0
+
+    def __call__(self, z: torch.Tensor, t: torch.Tensor):
+        tt = t.to(F64)[:, None]
+        mu = z.to(F64) - sigma_fn(tt) * self.eps0
+        x_hat = (mu - b_fn(tt)) / a_fn(tt)
+        return self.eps0.float(), (da_fn(tt) * x_hat + db_fn(tt)).float()
+
+
+class GaussianOracle:
+    """Posterior means E[ε | z_t], E[Δ | z_t] for x ~ N(m, s²) per dimension."""
+
+    def __init__(self, m: float, s: float) -> None:
+        self.m, self.s2 = m, s * s
+
+    def __call__(self, z: torch.Tensor, t: torch.Tensor):
+        tt = t.to(F64)[:, None]
+        sig, a, b = sigma_fn(tt), a_fn(tt), b_fn(tt)
+        var = a**2 * self.s2 + sig**2
+        r = z.to(F64) - a * self.m - b
+        eps = sig * r / var
+        x_mean = self.m + a * self.s2 * r / var
+        return eps.float(), (da_fn(tt) * x_mean + db_fn(tt)).float()
+
+    def flow_map(self, z1: torch.Tensor) -> torch.Tensor:
+        """Exact probability-flow solution z_0 for a start z_1."""
+        var0 = at(a_fn, 0.0) ** 2 * self.s2 + at(sigma_fn, 0.0) ** 2
+        var1 = at(a_fn, 1.0) ** 2 * self.s2 + at(sigma_fn, 1.0) ** 2
+        mean0 = at(a_fn, 0.0) * self.m + at(b_fn, 0.0)
+        mean1 = at(a_fn, 1.0) * self.m + at(b_fn, 1.0)
+        return mean0 + torch.sqrt(var0 / var1) * (z1.to(F64) - mean1)
+
+
+def slope(steps: list[int], errors: list[float]) -> float:
+    return float(np.polyfit(np.log(steps), np.log(errors), 1)[0])
+
+
+# --------------------------------------------------------------------------- spacing
+
+
+def test_time_grid_end_points_and_density() -> None:
+    uni = time_grid(10, "uniform")
+    quad = time_grid(10, "quadratic", t_start=0.5)
+    assert uni[0] == 1.0 and uni[-1] == 0.0 and len(uni) == 11
+    assert torch.allclose(torch.diff(uni), torch.full((10,), -0.1, dtype=F64))
+    assert quad[0] == 0.5 and quad[-1] == 0.0 and torch.all(torch.diff(quad) < 0)
+    assert -torch.diff(quad)[-1] < -torch.diff(quad)[0]  # denser near t = 0
+    assert time_grid(5, "uniform", t_start=0.0).tolist() == [0.0]
+    assert level_steps(100, 0.25) == 25 and level_steps(100, 0.001) == 1
+    with pytest.raises(ValueError, match="spacing"):
+        time_grid(10, "cubic")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- oracle convergence
+
+
+@pytest.mark.parametrize(("solver", "order"), [("euler", 1.0), ("heun", 2.0)])
+def test_path_oracle_convergence_order(solver: str, order: float) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(16, 4, generator=gen, dtype=F64)
+    eps0 = torch.randn(16, 4, generator=gen, dtype=F64)
+    z1 = (at(a_fn, 1.0) * x + at(b_fn, 1.0) + at(sigma_fn, 1.0) * eps0).float()
+    target = at(a_fn, 0.0) * x + at(b_fn, 0.0)
+    steps = [8, 16, 32, 64]
+    errors = []
+    for n in steps:
+        mu0 = sample_latents(
+            PathOracle(eps0),
+            sigma_fn,
+            steps=n,
+            z_start=z1,
+            final_mean=True,
+            **settings(solver=solver),
+        )
+        errors.append(float((mu0.to(F64) - target).abs().max()))
+    assert abs(slope(steps, errors) - (-order)) < 0.15, errors
+    fine = sample_latents(
+        PathOracle(eps0),
+        sigma_fn,
+        steps=1000,
+        z_start=z1,
+        final_mean=True,
+        **settings(solver=solver),
+    )
+    assert float((fine.to(F64) - target).abs().max()) < (1e-2 if solver == "euler" else 1e-4)
+
+
+@pytest.mark.parametrize(("solver", "order"), [("euler", 1.0), ("heun", 2.0)])
+def test_gaussian_probability_flow_order(solver: str, order: float) -> None:
+    oracle = GaussianOracle(m=0.7, s=0.5)
+    z1 = torch.randn(32, 4, generator=torch.Generator().manual_seed(2))
+    exact = oracle.flow_map(z1)
+    steps = [8, 16, 32, 64]
+    errors = []
+    for n in steps:
+        z0 = sample_latents(oracle, sigma_fn, steps=n, z_start=z1, **settings(solver=solver))
+        errors.append(float((z0.to(F64) - exact).abs().max()))
+    assert abs(slope(steps, errors) - (-order)) < 0.2, errors
+    fine = sample_latents(oracle, sigma_fn, steps=500, z_start=z1, **settings(solver=solver))
+    assert float((fine.to(F64) - exact).abs().max()) < (1e-2 if solver == "euler" else 1e-4)
+
+
+def test_noise_only_ignores_delta_and_solves_constant_mean_flow() -> None:
+    m, s2 = -0.3, 0.4**2
+
+    def oracle(z: torch.Tensor, t: torch.Tensor):
+        sig = sigma_fn(t.to(F64))[:, None]
+        eps = sig * (z.to(F64) - m) / (s2 + sig**2)
+        return eps.float(), torch.full_like(z, 1e3)  # a garbage Δ that must be ignored
+
+    z1 = torch.randn(8, 3, generator=torch.Generator().manual_seed(3))
+    exact = m + (z1.to(F64) - m) * math.sqrt(
+        (s2 + at(sigma_fn, 0.0) ** 2) / (s2 + at(sigma_fn, 1.0) ** 2)
+    )
+    z0 = sample_latents(
+        oracle, sigma_fn, steps=200, z_start=z1, **settings(variant="noise_only", solver="heun")
+    )
+    assert torch.allclose(z0.to(F64), exact, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- ancestral marginals
+
+
+def point_mass_oracle(x: torch.Tensor):
+    def mu(t: torch.Tensor) -> torch.Tensor:
+        return torch.cos(math.pi * t / 2)[:, None] * x  # μ_1 = 0: the prior start is exact
+
+    def oracle(z: torch.Tensor, t: torch.Tensor):
+        tt = t.to(F64)
+        eps = (z.to(F64) - mu(tt)) / sigma_fn(tt)[:, None]
+        delta = -math.pi / 2 * torch.sin(math.pi * tt / 2)[:, None] * x
+        return eps.float(), delta.float()
+
+    return oracle, mu
+
+
+def test_ancestral_marginals_at_every_visited_level() -> None:
+    x = torch.tensor([1.5, -0.5], dtype=F64)
+    oracle, mu = point_mass_oracle(x)
+    table = SigmaTable(
+        np.linspace(0, 1, 1001), sigma_fn(torch.linspace(0, 1, 1001, dtype=F64)).numpy()
+    )
+    process = make_process("multibeta", table)
+    times = time_grid(60, "quadratic").tolist()
+    sigmas = process.sigma(torch.tensor(times, dtype=F64)).tolist()
+    n = 6000
+    noise = BlockNoise(seed=5, start=0, stop=n, dim=2, device=torch.device("cpu"))
+    from multibeta.sampling.samplers import as_runtime, make_predictor
+
+    predict = make_predictor(oracle, process, as_runtime("cpu"))
+    seen: list[tuple[float, torch.Tensor]] = []
+    x1 = sigmas[0] * noise()
+    run_sampler(
+        predict,
+        x1,
+        times,
+        sigmas,
+        eta=1.0,
+        solver="euler",
+        noise=noise,
+        callback=lambda i, s, xs: seen.append((s, xs.to(F64))),
+    )
+    assert len(seen) == 60
+    for s, xs in seen:
+        sig = float(table(torch.tensor(s, dtype=F64)))
+        se_mean = sig / math.sqrt(n)
+        mean_err = (xs.mean(0) - mu(torch.tensor([s], dtype=F64))[0]).abs()
+        assert torch.all(mean_err < 5 * se_mean + 1e-3), (s, mean_err)
+        ratio = xs.var(0) / sig**2
+        assert torch.all((ratio - 1).abs() < 5 * math.sqrt(2 / n)), (s, ratio)
+
+
+def test_ancestral_1000_steps_from_the_prior_matches_the_data() -> None:
+    x = torch.tensor([0.8, -1.2, 0.0], dtype=F64)
+    oracle, _ = point_mass_oracle(x)
+    n = 3000
+    z0 = sample_latents(
+        oracle, sigma_fn, n=n, dim=3, steps=1000, **settings(eta=1.0, batch_size=n)
+    ).to(F64)
+    sig0 = float(at(sigma_fn, 0.0))
+    assert torch.all((z0.mean(0) - x).abs() < 5 * sig0 / math.sqrt(n) + 1e-3)
+    assert torch.all((z0.std(0) / sig0 - 1).abs() < 0.1)
+
+
+def test_ancestral_gaussian_data_final_marginal() -> None:
+    oracle = GaussianOracle(m=0.7, s=0.5)
+    n, d = 4000, 2
+    z1 = (
+        at(a_fn, 1.0) * 0.7
+        + at(b_fn, 1.0)
+        + torch.sqrt(at(a_fn, 1.0) ** 2 * 0.25 + at(sigma_fn, 1.0) ** 2)
+        * torch.randn(n, d, dtype=F64)
+    )
+    z0 = sample_latents(
+        oracle, sigma_fn, steps=300, z_start=z1.float(), **settings(eta=1.0, batch_size=n)
+    ).to(F64)
+    mean0 = float(at(a_fn, 0.0) * 0.7 + at(b_fn, 0.0))
+    std0 = float(torch.sqrt(at(a_fn, 0.0) ** 2 * 0.25 + at(sigma_fn, 0.0) ** 2))
+    assert abs(float(z0.mean()) - mean0) < 5 * std0 / math.sqrt(n * d) + 0.01
+    assert abs(float(z0.std()) / std0 - 1) < 0.05
+
+
+def test_generalized_step_noise_scale() -> None:
+    x, eps, xi = torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1)
+    out = generalized_step(x, eps, None, t=1.0, s=0.5, sigma_t=1.0, sigma_s=0.6, eta=1.0, noise=xi)
+    c = 0.6 * math.sqrt(1 - 0.36)
+    assert out.item() == pytest.approx(-1.0 + math.sqrt(0.36 - c * c) + c, rel=1e-6)
+    with pytest.raises(ValueError, match="noise"):
+        generalized_step(x, eps, None, t=1.0, s=0.5, sigma_t=1.0, sigma_s=0.6, eta=1.0)
+
+
+# --------------------------------------------------------------------------- standard_ldm
+
+
+def test_standard_ldm_step_is_textbook_ddim() -> None:
+    gen = torch.Generator().manual_seed(4)
+    z_t, eps, xi = (torch.randn(5, 3, generator=gen, dtype=F64) for _ in range(3))
+    t, s, eta = 0.7, 0.4, 0.6
+    ab_t, ab_s = (float(cosine_alpha_bar(torch.tensor(v, dtype=F64))) for v in (t, s))
+    x0 = (z_t - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
+    c = eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(1 - ab_t / ab_s)
+    ddim = math.sqrt(ab_s) * x0 + math.sqrt(1 - ab_s - c * c) * eps + c * xi
+    proc = make_process(
+        "standard_ldm",
+        None,
+        type("M", (), {"latent_mean": torch.zeros(3), "latent_std": torch.ones(3)})(),
+    )
+    ours = generalized_step(
+        z_t / proc.scale_at(t),
+        eps,
+        None,
+        t=t,
+        s=s,
+        sigma_t=proc.sigma_at(t),
+        sigma_s=proc.sigma_at(s),
+        eta=eta,
+        noise=xi,
+    ) * proc.scale_at(s)
+    assert torch.allclose(ours, ddim, atol=1e-10)
+
+
+class LdmOracle(torch.nn.Module):
+    """Posterior-mean ε for normalised z_0 ~ N(m, s²) under the cosine schedule."""
+
+    def __init__(self, m: float, s: float, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.m, self.s2 = m, s * s
+        self.register_buffer("latent_mean", mean)
+        self.register_buffer("latent_std", std)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor):
+        ab = cosine_alpha_bar(t.to(F64))[:, None]
+        eps = torch.sqrt(1 - ab) * (z.to(F64) - torch.sqrt(ab) * self.m) / (ab * self.s2 + 1 - ab)
+        return eps.float(), None
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_standard_ldm_samples_the_data_distribution(solver: str) -> None:
+    mean, std = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 3.0])
+    model = LdmOracle(m=0.3, s=0.8, mean=mean, std=std)
+    n = 4000
+    z = sample_latents(
+        model,
+        None,
+        n=n,
+        dim=2,
+        steps=100,
+        **settings(variant="standard_ldm", solver=solver, batch_size=n),
+    ).to(F64)
+    normed = (z - mean.to(F64)) / std.to(F64)
+    assert torch.all((normed.mean(0) - 0.3).abs() < 5 * 0.8 / math.sqrt(n) + 0.01)
+    assert torch.all((normed.std(0) / 0.8 - 1).abs() < 0.05)
+
+
+def test_standard_ldm_needs_normalisation_buffers() -> None:
+    with pytest.raises(ValueError, match="latent_mean"):
+        sample_latents(
+            lambda z, t: (z, None), None, n=4, dim=2, steps=3, **settings(variant="standard_ldm")
+        )
+
+
+# --------------------------------------------------------------------------- seeding, batching
+
+
+def toy_model(z: torch.Tensor, t: torch.Tensor):
+    return 0.5 * z, -0.1 * z + t[:, None]
+
+
+def test_same_seed_same_samples_independent_of_batch_size() -> None:
+    n = NOISE_BLOCK + 44  # spans two noise streams
+    kw = settings(eta=1.0, seed=11)
+    kw.pop("batch_size")
+    ref = sample_latents(toy_model, sigma_fn, n=n, dim=3, steps=5, batch_size=n, **kw)
+    for bs in (7, 100, 1000):
+        assert torch.equal(
+            sample_latents(toy_model, sigma_fn, n=n, dim=3, steps=5, batch_size=bs, **kw), ref
+        )
+    prefix = sample_latents(toy_model, sigma_fn, n=10, dim=3, steps=5, batch_size=3, **kw)
+    assert torch.equal(prefix, ref[:10])
+    other = sample_latents(
+        toy_model, sigma_fn, n=n, dim=3, steps=5, batch_size=n, **{**kw, "seed": 12}
+    )
+    assert not torch.allclose(other, ref)
+    assert torch.isfinite(ref).all() and ref.shape == (n, 3)
+
+
+def test_deterministic_sampler_with_start_ignores_seed() -> None:
+    z = torch.randn(6, 3)
+    one = sample_latents(toy_model, sigma_fn, z_start=z, t_start=0.5, steps=4, **settings(seed=1))
+    two = sample_latents(toy_model, sigma_fn, z_start=z, t_start=0.5, steps=4, **settings(seed=2))
+    assert torch.equal(one, two)
+    ident = sample_latents(toy_model, sigma_fn, z_start=z, t_start=0.0, steps=4, **settings())
+    assert torch.equal(ident, z)
+
+
+def test_user_errors_are_explained() -> None:
+    with pytest.raises(ValueError, match="heun.* is deterministic"):
+        sample_latents(toy_model, sigma_fn, n=2, dim=3, steps=3, **settings(solver="heun", eta=1.0))
+    with pytest.raises(ValueError, match="Δ head"):
+        sample_latents(lambda z, t: (z, None), sigma_fn, n=2, dim=3, steps=3, **settings())
+    with pytest.raises(ValueError, match="variant"):
+        sample_latents(toy_model, sigma_fn, n=2, dim=3, steps=3, **settings(variant="ddpm"))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        sample_latents(lambda z, t: (z / 0.0, z), sigma_fn, n=2, dim=3, steps=3, **settings())
+
+
+# --------------------------------------------------------------------------- runs, decoding, config
+
+
+def test_sample_run_decodes_and_times() -> None:
+    section = section_defaults(
+        "sampling",
+        {
+            "runs": [
+                {
+                    "name": "few",
+                    "steps": 4,
+                    "eta": 0.0,
+                    "solver": "heun",
+                    "n_samples": 9,
+                    "batch_size": 4,
+                },
+            ]
+        },
+    )
+    cfg = SamplingConfig.from_section(section)
+    run = cfg.run("few")
+
+    def decoder(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(z[:, :1, None, None].expand(-1, 1, 8, 8))
+
+    out = sample_run(
+        run, toy_model, sigma_fn, dim=3, decoder=decoder, decode_batch_size=5, progress=False
+    )
+    assert out.latents.shape == (9, 3)
+    assert (
+        out.images is not None
+        and out.images.shape == (9, 1, 8, 8)
+        and out.images.dtype == torch.uint8
+    )
+    assert out.timing["nfe_per_sample"] == nfe_per_sample(4, "heun") == 7
+    assert out.timing["samples_per_s"] > 0 and out.timing["run"] == "few"
+    floats = decode_latents(decoder, out.latents, batch_size=4, progress=False)
+    assert torch.equal(floats.mul(255).round().to(torch.uint8), out.images)
+
+
+def test_sampling_config_defaults_and_errors() -> None:
+    cfg = SamplingConfig.from_section(section_defaults("sampling"))
+    first, second = cfg.runs[0], cfg.runs[1]
+    assert (first.steps, first.eta, first.solver, first.variant) == (
+        1000,
+        1.0,
+        "euler",
+        "multibeta",
+    )
+    assert second.eta == 0.0 and second.steps <= 100
+    with pytest.raises(ConfigError, match="eta must be 0"):
+        SamplingConfig.from_section(
+            section_defaults("sampling", {"runs": [{"name": "h", "solver": "heun"}]})
+        )
+    with pytest.raises(ConfigError, match="unique"):
+        SamplingConfig.from_section(
+            section_defaults("sampling", {"runs": [{"name": "a"}, {"name": "a"}]})
+        )
+    with pytest.raises(ConfigError, match="runs.0.name"):
+        section_defaults("sampling", {"runs": [{"name": "has space"}]})
+    with pytest.raises(ConfigError, match="sharpen"):
+        section_defaults("sampling", {"sharpen": {"variant": "standard_ldm"}})
+
+
+def test_start_mismatch_known_values() -> None:
+    zero = start_mismatch(torch.zeros(100, 4), sigma_1=0.9)
+    assert zero == pytest.approx(
+        {"start_mean_rms": 0.0, "start_var_ratio": 1.0, "start_kl_per_dim": 0.0}
+    )
+    shifted = start_mismatch(torch.ones(100, 4), sigma_1=1.0)
+    assert shifted["start_mean_rms"] == pytest.approx(1.0)
+    assert shifted["start_kl_per_dim"] == pytest.approx(0.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_autocast_sampling_is_seeded_and_batch_independent() -> None:
+    from multibeta.utils.device import Runtime
+
+    runtime = Runtime(device=torch.device("cuda"), amp_dtype=torch.bfloat16, pin_memory=True)
+    kw = settings(eta=1.0, seed=3)
+    kw.pop("batch_size")
+    ref = sample_latents(
+        toy_model, sigma_fn, n=300, dim=3, steps=20, batch_size=300, device=runtime, **kw
+    )
+    again = sample_latents(
+        toy_model, sigma_fn, n=300, dim=3, steps=20, batch_size=64, device=runtime, **kw
+    )
+    assert ref.device.type == "cpu" and torch.isfinite(ref).all()
+    assert torch.equal(ref, again)
