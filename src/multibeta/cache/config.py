@@ -1,0 +1,49 @@
+"""Typed view of the validated ``cache`` config section (defaults live in cache.schema.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from multibeta.cache.delta import level_grid
+
+DeltaMethod = Literal["finite_difference", "jvp"]
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Options of the latent cache; see ``workflow/schemas/cache.schema.yaml``."""
+
+    levels: int | tuple[float, ...]
+    spacing: Literal["uniform", "denser_near_0"]
+    dtype: Literal["float32", "float16"]
+    delta: DeltaMethod
+    batch_size: int
+    schedule_points: int
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> CacheConfig:
+        """Build from a validated, fully defaulted ``cache`` section."""
+        levels = section["levels"]
+        levels = tuple(float(v) for v in levels) if isinstance(levels, list) else int(levels)
+        return cls(
+            levels=levels,
+            spacing=section["spacing"],
+            dtype=section["dtype"],
+            delta=section["delta"],
+            batch_size=int(section["batch_size"]),
+            schedule_points=int(section["schedule_points"]),
+        )
+
+    def grid(self) -> np.ndarray:
+        """The level times ``[K]`` (float64), t_0 = 0, t_{K-1} = 1."""
+        levels = list(self.levels) if isinstance(self.levels, tuple) else self.levels
+        return level_grid(levels, self.spacing)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if isinstance(self.levels, tuple):
+            d["levels"] = list(self.levels)
+        return d

@@ -1,0 +1,234 @@
+"""The Stage-2 denoiser f_θ(z_t, t) -> (ε̂, Δ̂) for vector latents.
+
+An MLP of residual blocks (LayerNorm → FiLM by the time embedding → SiLU → Linear → SiLU →
+Linear, plus a skip projection of the input latent into every block, as Diff-AE's latent
+DDIM), a sinusoidal embedding of t, and two heads: ε̂ (the noise) and Δ̂ (dμ_t/dt; only for
+the ``multibeta`` variant).
+
+Everything the sampler needs to use it in real units lives in buffers, filled by the trainer
+from cache statistics and saved with the weights:
+
+- ``input_scale`` at ``precond_t``: c_in(t) = 1/sqrt(v̄(t) + σ_t²), the input is z·c_in(t)
+  (v̄ = mean over dims of the second moment of μ_t), so the first layer sees unit scale at
+  every t; linearly interpolated in t.
+- ``delta_scale`` ``[d]``: the Δ head predicts Δ/delta_scale; ``forward`` returns Δ̂ in real
+  units (the training loss divides by the scale again).
+- ``latent_mean``, ``latent_std`` ``[d]`` (``standard_ldm``): that variant works on normalised
+  t=0 latents ẑ_0 = (μ_0 − mean)/std; :meth:`denormalize` maps a sample back.
+- ``sigma_table`` (``multibeta``, ``noise_only``): the VAE's σ_t, so :meth:`sigma` needs no cache.
+
+For every variant the forward process is z_t = α_t·m_t + σ_t·ε with
+(α_t, σ_t) = (:meth:`alpha`, :meth:`sigma`): α_t = 1 and m_t = μ_t(x) for ``multibeta`` and
+``noise_only``; α_t = sqrt(ᾱ_t), σ_t = sqrt(1 − ᾱ_t) (cosine schedule) and m_t = ẑ_0 for
+``standard_ldm``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from multibeta.cache.delta import segment
+from multibeta.diffusion.schedules import SigmaTable, cosine_alpha_bar
+
+Variant = Literal["multibeta", "noise_only", "standard_ldm"]
+VARIANTS: tuple[str, ...] = ("multibeta", "noise_only", "standard_ldm")
+
+
+def check_variant(variant: str) -> str:
+    """Return ``variant`` or raise naming the known ones."""
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"unknown diffusion variant {variant!r}; choose one of {', '.join(VARIANTS)}"
+        )
+    return variant
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
+    """Transformer/DDPM sinusoidal embedding of ``t [N]`` in [0, 1] -> ``[N, dim]`` (float32).
+
+    t is multiplied by ``scale`` first (as DDPM's integer steps), frequencies are geometric
+    from 1 to 1/10000.
+    """
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+    )
+    args = scale * t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class ResidualBlock(nn.Module):
+    """h + MLP(FiLM(LayerNorm(h), emb)) + skip(z_in): ``[N, width]`` -> ``[N, width]``."""
+
+    def __init__(self, *, width: int, emb_dim: int, latent_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.film = nn.Linear(emb_dim, 2 * width)
+        self.fc1 = nn.Linear(width, width)
+        self.skip = nn.Linear(latent_dim, width, bias=False)
+        self.fc2 = nn.Linear(width, width)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, z_in: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(emb).chunk(2, dim=1)
+        y = self.norm(h) * (1 + scale) + shift
+        y = F.silu(self.fc1(F.silu(y)) + self.skip(z_in))
+        return h + self.fc2(self.dropout(y))
+
+
+class LatentDenoiser(nn.Module):
+    """f_θ(z_t, t) -> (ε̂ ``[N, d]``, Δ̂ ``[N, d]`` in real units, or None).
+
+    Args:
+        latent_dim: d.
+        width: hidden width of the MLP.
+        depth: number of residual blocks.
+        time_embed_dim: size of the sinusoidal t embedding (projected to ``width``).
+        variant: ``multibeta`` (ε and Δ heads), ``noise_only`` or ``standard_ldm`` (ε head).
+        dropout: dropout inside the blocks.
+        num_precond: length of the c_in(t) table (the cache's K; 2 for standard_ldm).
+        schedule_points: length of the σ_t table (0 for standard_ldm).
+    """
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int,
+        width: int,
+        depth: int,
+        time_embed_dim: int,
+        variant: Variant,
+        dropout: float = 0.0,
+        num_precond: int = 2,
+        schedule_points: int = 0,
+    ) -> None:
+        super().__init__()
+        self.variant = check_variant(variant)
+        self._arch = dict(
+            latent_dim=latent_dim,
+            width=width,
+            depth=depth,
+            time_embed_dim=time_embed_dim,
+            variant=variant,
+            dropout=dropout,
+            num_precond=num_precond,
+            schedule_points=schedule_points,
+        )
+        self.latent_dim = latent_dim
+        self.time_embed_dim = time_embed_dim
+        self.time_mlp = nn.Sequential(
+            nn.Linear(time_embed_dim, width), nn.SiLU(), nn.Linear(width, width)
+        )
+        self.inp = nn.Linear(latent_dim, width)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(width=width, emb_dim=width, latent_dim=latent_dim, dropout=dropout)
+            for _ in range(depth)
+        )
+        self.out_norm = nn.LayerNorm(width)
+        self.eps_head = nn.Linear(width, latent_dim)
+        self.delta_head = nn.Linear(width, latent_dim) if variant == "multibeta" else None
+        for head in (self.eps_head, self.delta_head):
+            if head is not None:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
+        self.register_buffer("delta_scale", torch.ones(latent_dim))
+        self.register_buffer("latent_mean", torch.zeros(latent_dim))
+        self.register_buffer("latent_std", torch.ones(latent_dim))
+        self.register_buffer(
+            "precond_t", torch.linspace(0, 1, max(num_precond, 2), dtype=torch.float64)
+        )
+        self.register_buffer("input_scale", torch.ones(max(num_precond, 2), dtype=torch.float64))
+        self.sigma_table: SigmaTable | None = None
+        if variant != "standard_ldm":
+            if schedule_points < 2:
+                raise ValueError(f"variant {variant} needs schedule_points >= 2 (the σ_t table)")
+            grid = np.linspace(0.0, 1.0, schedule_points)
+            self.sigma_table = SigmaTable(grid, grid)
+
+    def arch(self) -> dict[str, Any]:
+        """The constructor arguments (the checkpoint's ``arch``)."""
+        return dict(self._arch)
+
+    @property
+    def predicts_delta(self) -> bool:
+        return self.delta_head is not None
+
+    @torch.no_grad()
+    def set_normalisation(
+        self,
+        *,
+        delta_scale: np.ndarray | torch.Tensor | None = None,
+        latent_mean: np.ndarray | torch.Tensor | None = None,
+        latent_std: np.ndarray | torch.Tensor | None = None,
+        precond_t: np.ndarray | torch.Tensor | None = None,
+        input_scale: np.ndarray | torch.Tensor | None = None,
+        schedule_t: np.ndarray | torch.Tensor | None = None,
+        schedule_sigma: np.ndarray | torch.Tensor | None = None,
+    ) -> None:
+        """Fill the normalisation buffers (shapes as in the class docstring)."""
+        for name, value in (
+            ("delta_scale", delta_scale),
+            ("latent_mean", latent_mean),
+            ("latent_std", latent_std),
+            ("precond_t", precond_t),
+            ("input_scale", input_scale),
+        ):
+            if value is not None:
+                buf = getattr(self, name)
+                buf.copy_(torch.as_tensor(np.asarray(value), dtype=buf.dtype))
+        if schedule_t is not None and schedule_sigma is not None:
+            if self.sigma_table is None:
+                raise ValueError("standard_ldm uses the cosine schedule, not a σ_t table")
+            table = SigmaTable(schedule_t, schedule_sigma)
+            self.sigma_table.load_state_dict(table.state_dict())
+
+    def c_in(self, t: torch.Tensor) -> torch.Tensor:
+        """Input scale c_in(t) ``[N]`` (float32), linearly interpolated."""
+        k, w = segment(self.precond_t, t)
+        s = (1 - w) * self.input_scale[k] + w * self.input_scale[k + 1]
+        return s.float()
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """σ_t ``[N]`` of this variant's forward process (float32)."""
+        if self.sigma_table is None:
+            return (1 - cosine_alpha_bar(t.float())).clamp_min(0).sqrt()
+        return self.sigma_table(t.float())
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """α_t ``[N]``: 1 for multibeta/noise_only, sqrt(ᾱ_t) for standard_ldm (float32)."""
+        if self.sigma_table is None:
+            return cosine_alpha_bar(t.float()).sqrt()
+        return torch.ones_like(t, dtype=torch.float32)
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """ẑ = (z − latent_mean)/latent_std ``[N, d]`` (identity unless standard_ldm)."""
+        return (z - self.latent_mean) / self.latent_std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """z = ẑ·latent_std + latent_mean ``[N, d]``: a standard_ldm sample back to VAE latents."""
+        return z * self.latent_std + self.latent_mean
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(z [N, d], t [N]) -> (eps_hat [N, d], delta_hat [N, d] or None)``, Δ̂ in real units."""
+        z_in = z * self.c_in(t).to(z.dtype)[:, None]
+        emb = self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim))
+        h = self.inp(z_in)
+        for block in self.blocks:
+            h = block(h, emb, z_in)
+        h = F.silu(self.out_norm(h))
+        eps_hat = self.eps_head(h)
+        delta_hat = None
+        if self.delta_head is not None:
+            delta_hat = self.delta_head(h) * self.delta_scale.to(h.dtype)
+        return eps_hat, delta_hat

@@ -1,0 +1,277 @@
+"""Stage 2: denoiser, forward processes, weighting, trainer (variants, resume, NaN), VAE hash checks."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from multibeta.cache import CacheConfig, LatentCache, VAEMismatchError, build_cache
+from multibeta.diffusion import trainer as trainer_mod
+from multibeta.diffusion.config import DiffusionConfig
+from multibeta.diffusion.plots import plot_training_curves, read_train_log
+from multibeta.diffusion.process import WeightingParams, get_weighting, sample_t
+from multibeta.diffusion.trainer import (
+    DiffusionTrainer,
+    NonFiniteLossError,
+    check_denoiser_vae,
+    load_denoiser,
+    train_diffusion,
+)
+from multibeta.models.denoiser import LatentDenoiser
+from multibeta.utils.device import Runtime
+from multibeta.workflow.config import section_defaults
+
+CPU = Runtime(device=torch.device("cpu"), amp_dtype=None, pin_memory=False)
+N, D, HASH_A, HASH_B = 48, 4, "a" * 64, "b" * 64
+
+
+class ToyEncoder(nn.Module):
+    """Two clusters whose means shrink to 0 as t -> 1 (β grows): μ_t = (1 − t)·3·c(x) + small."""
+
+    def encode(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        c = torch.where(x.flatten(1)[:, :D] > 0.5, 1.0, -1.0)
+        return (1 - t)[:, None] ** 2 * 3 * c + 0.05 * torch.sin(6 * t)[:, None]
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.sin(math.pi * t / 2)
+
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        return 1e-2 * 100**t
+
+
+@pytest.fixture(scope="module")
+def cache_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cache") / "latents.h5"
+    x = torch.rand(N, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    cfg = CacheConfig.from_section(section_defaults("cache", {"levels": 9, "schedule_points": 101}))
+    split = np.zeros(N, dtype=np.int8)
+    split[-8:] = 1
+    build_cache(
+        ToyEncoder(),
+        [(x, torch.arange(N))],
+        path,
+        cfg=cfg,
+        num_items=N,
+        runtime=CPU,
+        vae_sha256=HASH_A,
+        vae_config={},
+        metadata={"split": split},
+    )
+    return path
+
+
+def config(**overrides) -> DiffusionConfig:
+    base = {
+        "width": 32,
+        "depth": 2,
+        "time_embed_dim": 16,
+        "batch_size": 32,
+        "steps": 20,
+        "warmup_steps": 5,
+        "log_every": 5,
+        "checkpoint_every": 10,
+    }
+    return DiffusionConfig.from_section(section_defaults("diffusion", {**base, **overrides}))
+
+
+def test_denoiser_shapes_and_real_units() -> None:
+    model = LatentDenoiser(
+        latent_dim=D,
+        width=16,
+        depth=2,
+        time_embed_dim=8,
+        variant="multibeta",
+        num_precond=3,
+        schedule_points=11,
+    )
+    nn.init.normal_(model.delta_head.weight)
+    z, t = torch.randn(5, D), torch.rand(5)
+    eps, delta = model(z, t)
+    assert eps.shape == delta.shape == (5, D)
+    model.set_normalisation(delta_scale=np.full(D, 10.0))
+    torch.testing.assert_close(model(z, t)[1], 10 * delta)
+    for variant in ("noise_only", "standard_ldm"):
+        other = LatentDenoiser(
+            latent_dim=D,
+            width=16,
+            depth=1,
+            time_embed_dim=8,
+            variant=variant,
+            schedule_points=0 if variant == "standard_ldm" else 11,
+        )
+        eps, delta = other(z, t)
+        assert eps.shape == (5, D) and delta is None
+    with pytest.raises(ValueError, match="unknown diffusion variant"):
+        LatentDenoiser(latent_dim=D, width=8, depth=1, time_embed_dim=8, variant="ddpm")
+
+
+def test_weightings_and_t_sampling() -> None:
+    p = WeightingParams(min_snr_gamma=5.0, snr_max=100.0)
+    snr = torch.tensor([0.0, 1.0, 5.0, 50.0, float("inf")])
+    torch.testing.assert_close(get_weighting("uniform")(snr, p), torch.ones(5))
+    torch.testing.assert_close(
+        get_weighting("snr")(snr, p), torch.tensor([0.0, 1.0, 5.0, 50.0, 100.0])
+    )
+    torch.testing.assert_close(
+        get_weighting("min_snr")(snr, p), torch.tensor([1.0, 1.0, 1.0, 0.1, 0.0])
+    )
+    with pytest.raises(ValueError, match="unknown diffusion.weighting"):
+        get_weighting("p2")
+    gen = torch.Generator().manual_seed(0)
+    t = sample_t(8, "stratified", gen, torch.device("cpu"))
+    assert sorted((t * 8).floor().long().tolist()) == list(range(8))
+    assert sample_t(8, "uniform", gen, torch.device("cpu")).shape == (8,)
+
+
+def test_loss_falls(cache_path: Path, tmp_path: Path) -> None:
+    cfg = config(steps=300, lr=3e-3, log_every=25, checkpoint_every=1000, lr_schedule="constant")
+    train_diffusion(cfg, variant="multibeta", cache=cache_path, out_dir=tmp_path, runtime=CPU)
+    log = read_train_log(tmp_path / "train_log.csv")
+    assert [r["step"] for r in log] == list(range(25, 301, 25))
+    assert log[-1]["loss"] < 0.6 * log[0]["loss"]
+    assert log[-1]["delta_loss"] < 0.3 * log[0]["delta_loss"]
+
+
+@pytest.mark.parametrize("variant", ["multibeta", "noise_only", "standard_ldm"])
+def test_each_variant_trains_saves_and_loads(
+    cache_path: Path, tmp_path: Path, variant: str
+) -> None:
+    out = train_diffusion(
+        config(),
+        variant=variant,
+        cache=cache_path,
+        out_dir=tmp_path,
+        runtime=CPU,
+        vae_sha256=HASH_A,
+    )
+    assert out == tmp_path / "model.pt" and not (tmp_path / "resume.pt").exists()
+    model, ckpt = load_denoiser(out)
+    assert ckpt["variant"] == variant and ckpt["vae_sha256"] == HASH_A and ckpt["latent_dim"] == D
+    assert ckpt["step"] == 20 and not model.training
+    for key, value in ckpt["ema"].items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+    eps, delta = model(torch.randn(3, D), torch.rand(3))
+    assert eps.shape == (3, D) and (delta is not None) == (variant == "multibeta")
+    assert torch.all(model.sigma(torch.tensor([0.0])) < 1e-3) and torch.allclose(
+        model.sigma(torch.tensor([1.0])), torch.ones(1), atol=1e-3
+    )
+    if variant == "standard_ldm":
+        cache = LatentCache(cache_path)
+        z0 = model.normalize(torch.from_numpy(cache.level(0)[cache.rows("train")]))
+        torch.testing.assert_close(z0.mean(0), torch.zeros(D), atol=1e-5, rtol=0)
+        torch.testing.assert_close(model.denormalize(z0), torch.from_numpy(cache.level(0)[:40]))
+    else:
+        assert torch.all(model.alpha(torch.rand(4)) == 1)
+    if variant == "multibeta":
+        assert torch.all(model.delta_scale > 0.5)  # Δ of μ_t = 3(1−t)²c is O(1..6)
+    png = plot_training_curves({variant: tmp_path / "train_log.csv"}, tmp_path / "loss.png")
+    assert png.stat().st_size > 1000
+
+
+def test_denoiser_from_other_vae_is_refused(cache_path: Path, tmp_path: Path) -> None:
+    out = train_diffusion(
+        config(steps=2), variant="noise_only", cache=cache_path, out_dir=tmp_path, runtime=CPU
+    )
+    _, ckpt = load_denoiser(out)
+    check_denoiser_vae(ckpt, HASH_A)
+    with pytest.raises(
+        VAEMismatchError, match=f"{HASH_A}.*{HASH_B}.*cache_latents and train_diffusion"
+    ):
+        check_denoiser_vae(ckpt, HASH_B)
+    with pytest.raises(VAEMismatchError, match="cache_latents"):
+        train_diffusion(
+            config(steps=2),
+            variant="noise_only",
+            cache=cache_path,
+            out_dir=tmp_path / "b",
+            runtime=CPU,
+            vae_sha256=HASH_B,
+        )
+
+
+def test_resume_is_bitwise_identical(cache_path: Path, tmp_path: Path) -> None:
+    cfg = config(steps=12, dropout=0.1, checkpoint_every=100, log_every=4)
+    train_diffusion(
+        cfg, variant="multibeta", cache=cache_path, out_dir=tmp_path / "full", runtime=CPU
+    )
+    assert (
+        train_diffusion(
+            cfg,
+            variant="multibeta",
+            cache=cache_path,
+            out_dir=tmp_path / "split",
+            runtime=CPU,
+            stop_at=6,
+        )
+        is None
+    )
+    assert (tmp_path / "split" / "resume.pt").exists() and not (
+        tmp_path / "split" / "model.pt"
+    ).exists()
+    train_diffusion(
+        cfg, variant="multibeta", cache=cache_path, out_dir=tmp_path / "split", runtime=CPU
+    )
+    _, a = load_denoiser(tmp_path / "full" / "model.pt")
+    _, b = load_denoiser(tmp_path / "split" / "model.pt")
+    for part in ("model", "ema"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
+    for key, sa in a["optimizer"]["state"].items():
+        assert torch.equal(sa["exp_avg_sq"], b["optimizer"]["state"][key]["exp_avg_sq"])
+    assert a["log"] == b["log"]
+    assert (tmp_path / "full" / "train_log.csv").read_text() == (
+        tmp_path / "split" / "train_log.csv"
+    ).read_text()
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    cache_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = DiffusionTrainer.sample_batch
+
+    def poisoned(self: DiffusionTrainer):
+        batch = original(self)
+        if self.step >= 12:
+            batch.eps = batch.eps * float("nan")
+        return batch
+
+    monkeypatch.setattr(DiffusionTrainer, "sample_batch", poisoned)
+    with pytest.raises(NonFiniteLossError, match="NaN/inf.*lr"):
+        train_diffusion(
+            config(), variant="multibeta", cache=cache_path, out_dir=tmp_path, runtime=CPU
+        )
+    assert not (tmp_path / "model.pt").exists()
+    state = torch.load(tmp_path / "resume.pt", weights_only=False)
+    assert state["step"] == 10 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_stale_resume_checkpoint_is_ignored(cache_path: Path, tmp_path: Path) -> None:
+    train_diffusion(
+        config(steps=8),
+        variant="noise_only",
+        cache=cache_path,
+        out_dir=tmp_path,
+        runtime=CPU,
+        stop_at=4,
+    )
+    cfg = config(steps=8, lr=5e-4)  # another config: must start from scratch
+    cache = LatentCache(cache_path)
+    trainer = trainer_mod.DiffusionTrainer(
+        cfg, variant="noise_only", cache=cache, out_dir=tmp_path, runtime=CPU
+    )
+    assert not trainer.try_resume() and trainer.step == 0
+
+
+def test_trains_from_chunked_cache_under_bf16_autocast(cache_path: Path, tmp_path: Path) -> None:
+    runtime = Runtime(device=torch.device("cpu"), amp_dtype=torch.bfloat16, pin_memory=False)
+    cache = LatentCache(cache_path, in_memory=False)
+    out = train_diffusion(
+        config(steps=6), variant="multibeta", cache=cache, out_dir=tmp_path, runtime=runtime
+    )
+    _, ckpt = load_denoiser(out)
+    assert np.isfinite(ckpt["log"][-1]["loss"])
