@@ -18,6 +18,8 @@ rule sample:
         timing=out("samples", "{run}", "timing.json"),
     params:
         run=sampling_run,
+        grid=section("sampling", "grid"),
+        decode_batch_size=section("sampling", "decode_batch_size"),
     log:
         log_path("sample", "run"),
     benchmark:

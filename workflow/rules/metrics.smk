@@ -1,0 +1,111 @@
+# Metrics: the domain factor classifier, reference features, generation metrics per
+# sampling run, reconstruction/disentanglement per cached level, fixed-beta baselines,
+# and the pretrained-weights fetch for offline clusters.
+
+
+localrules:
+    fetch_weights,
+
+
+rule fetch_weights:
+    output:
+        marker=f"{_BASE['metrics']['weights_dir']}/.fetched",
+    params:
+        metrics=lambda w: canonical(_BASE["metrics"]),
+    log:
+        f"{_BASE['metrics']['weights_dir']}/fetch_weights.log",
+    conda:
+        ENV
+    script:
+        "../scripts/fetch_weights.py"
+
+
+rule train_factor_classifier:
+    input:
+        dataset=dataset_path,
+    output:
+        model=out("metrics", "factor_classifier.pt"),
+        summary=out("metrics", "factor_classifier.json"),
+    params:
+        metrics=section("metrics"),
+    log:
+        log_path("train_factor_classifier"),
+    benchmark:
+        bench_path("train_factor_classifier")
+    threads: COMPUTE["gpu_threads"]
+    resources:
+        gpu=gpu_jobs(),
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/train_factor_classifier.py"
+
+
+def feature_space_inputs(wildcards):
+    """The factor classifier, for the feature space that needs it."""
+    if wildcards.space == "factor_classifier":
+        return {"classifier": f"{RESULTS}/{wildcards.exp}/metrics/factor_classifier.pt"}
+    return {}
+
+
+rule reference_features:
+    input:
+        unpack(feature_space_inputs),
+        dataset=dataset_path,
+    output:
+        features=out("metrics", "reference", "{space}.pt"),
+    params:
+        metrics=section("metrics"),
+    wildcard_constraints:
+        space="inception|factor_classifier",
+    log:
+        log_path("reference_features", "space"),
+    benchmark:
+        bench_path("reference_features", "space")
+    threads: COMPUTE["gpu_threads"]
+    resources:
+        gpu=gpu_jobs(),
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/reference_features.py"
+
+
+def generation_inputs(wildcards):
+    spaces = cfg(wildcards)["metrics"]["generation"]["feature_spaces"]
+    inputs = {
+        f"reference_{space}": f"{RESULTS}/{wildcards.exp}/metrics/reference/{space}.pt"
+        for space in spaces
+    }
+    if "factor_classifier" in spaces:
+        inputs["classifier"] = f"{RESULTS}/{wildcards.exp}/metrics/factor_classifier.pt"
+    return inputs
+
+
+rule generation_metrics:
+    input:
+        unpack(generation_inputs),
+        samples=rules.sample.output.samples,
+        timing=rules.sample.output.timing,
+    output:
+        metrics=out("metrics", "generation", "{run}.json"),
+    params:
+        metrics=section("metrics"),
+        run=sampling_run,
+    log:
+        log_path("generation_metrics", "run"),
+    benchmark:
+        bench_path("generation_metrics", "run")
+    threads: COMPUTE["gpu_threads"]
+    resources:
+        gpu=gpu_jobs(),
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/generation_metrics.py"

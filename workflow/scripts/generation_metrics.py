@@ -1,0 +1,32 @@
+"""Rule generation_metrics: FID/KID of one sampling run in each configured feature space."""
+
+import json
+import logging
+
+from multibeta.metrics.config import MetricsConfig
+from multibeta.metrics.fidelity import compute_fidelity, feature_space
+from multibeta.sampling.store import read_samples
+from multibeta.utils.io import write_json
+from multibeta.workflow.jobs import start_job
+
+logger = logging.getLogger("multibeta.rules.generation_metrics")
+
+
+def main(smk) -> None:
+    runtime = start_job(smk)
+    cfg = MetricsConfig.from_section(smk.params.metrics)
+    images = read_samples(smk.input.samples)["images"]
+    with open(smk.input.timing) as fh:
+        timing = json.load(fh)
+    result = {"run": smk.params.run, "timing": timing, "n_samples": int(len(images))}
+    for name in cfg.generation.feature_spaces:
+        space = feature_space(name, cfg, factor_classifier_path=smk.input.get("classifier"))
+        result[name] = compute_fidelity(
+            images, None, space, runtime, cfg.generation, seed=cfg.seed,
+            reference_cache=smk.input[f"reference_{name}"],
+        )
+    logger.info("generation metrics: %s", result)
+    write_json(result, smk.output.metrics)
+
+
+main(snakemake)  # noqa: F821 - injected by Snakemake's script directive

@@ -1,0 +1,37 @@
+"""Rule sample: one sampling.runs entry -> latents, decoded images, a PNG grid and timing."""
+
+import logging
+
+from multibeta.cache.latent_cache import LatentCache
+from multibeta.sampling.config import GridConfig, SampleRunConfig
+from multibeta.sampling.grids import save_sample_grid
+from multibeta.sampling.loading import load_sampling_models
+from multibeta.sampling.samplers import sample_run, start_mismatch
+from multibeta.sampling.store import write_samples
+from multibeta.utils.io import write_json
+from multibeta.workflow.jobs import start_job
+
+logger = logging.getLogger("multibeta.rules.sample")
+
+
+def main(smk) -> None:
+    runtime = start_job(smk)
+    run = SampleRunConfig.from_section(smk.params.run)
+    grid = GridConfig.from_section(smk.params.grid)
+    models = load_sampling_models(smk.input.vae, smk.input.diffusion, runtime.device)
+    output = sample_run(
+        run, models.denoiser, models.sigma, device=runtime, decoder=models.decoder,
+        decode_batch_size=smk.params.decode_batch_size,
+    )
+    cache = LatentCache(smk.input.cache)
+    timing = dict(output.timing)
+    timing.update(start_mismatch(cache.level(cache.num_levels - 1), float(cache.sigma[-1])))
+    write_samples(smk.output.samples, latents=output.latents.numpy(), images=output.images.numpy(),
+                  run=smk.params.run, extra=timing)
+    save_sample_grid(output.images[: grid.n_images], smk.output.grid, n_cols=grid.n_cols,
+                     title=f"{run.name}: {run.variant}, {run.solver}, {run.steps} steps, eta={run.eta:g}")
+    write_json(timing, smk.output.timing)
+    logger.info("run %s: %s", run.name, timing)
+
+
+main(snakemake)  # noqa: F821 - injected by Snakemake's script directive

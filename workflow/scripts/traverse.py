@@ -1,0 +1,36 @@
+"""Rule traverse: move a t_b latent along latent dimensions and PCA directions, denoise, decode."""
+
+import logging
+
+from multibeta.data.h5io import ImageDataset
+from multibeta.sampling.config import TraverseConfig
+from multibeta.sampling.edit import (
+    dimension_directions, encode_images, pca_directions, save_traversal_grid, traversal_values, traverse,
+)
+from multibeta.sampling.loading import load_sampling_models
+from multibeta.workflow.jobs import start_job
+
+logger = logging.getLogger("multibeta.rules.traverse")
+
+
+def main(smk) -> None:
+    runtime = start_job(smk)
+    cfg = TraverseConfig.from_section(smk.params.traverse)
+    models = load_sampling_models(smk.input.vae, smk.input.diffusion, runtime.device)
+    dataset = ImageDataset(smk.input.dataset, split=cfg.split)
+    n = min(cfg.pca_samples, len(dataset))
+    images = dataset.tensor_batch(list(range(n)))
+    latents = encode_images(models.encoder, images, cfg.t_b, batch_size=cfg.batch_size, device=runtime)
+    base = latents.mean(0) if cfg.base == "mean" else latents[min(cfg.base_index, n - 1)]
+    values = traversal_values(cfg.span, cfg.n_values)
+    for directions, path in (
+        (dimension_directions(latents, cfg.max_dims), smk.output.dims),
+        (pca_directions(latents, cfg.n_pca), smk.output.pca),
+    ):
+        grid = traverse(models.denoiser, models.sigma, models.decoder, base, directions, values,
+                        device=runtime, **cfg.sampler_kwargs())
+        save_traversal_grid(grid, directions, values, path, t_b=cfg.t_b)
+        logger.info("%s traversal (%d directions) written to %s", directions.name,
+                    len(directions.labels), path)
+
+main(snakemake)  # noqa: F821 - injected by Snakemake's script directive
