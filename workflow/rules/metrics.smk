@@ -109,3 +109,51 @@ rule generation_metrics:
         ENV
     script:
         "../scripts/generation_metrics.py"
+
+
+rule level_metrics:
+    input:
+        dataset=dataset_path,
+        cache=rules.cache_latents.output.cache,
+        vae=rules.train_vae.output.model,
+    output:
+        metrics=out("metrics", "levels.json"),
+    params:
+        metrics=section("metrics"),
+    log:
+        log_path("level_metrics"),
+    benchmark:
+        bench_path("level_metrics")
+    threads: COMPUTE["cpu_threads"]
+    resources:
+        gpu=gpu_jobs(),
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/level_metrics.py"
+
+
+rule baseline_metrics:
+    input:
+        dataset=dataset_path,
+        baseline=rules.train_vae_baseline.output.model,
+        vae=rules.train_vae.output.model,
+    output:
+        metrics=out("metrics", "baselines", "beta{beta}.json"),
+    params:
+        metrics=section("metrics"),
+    log:
+        log_path("baseline_metrics", "beta"),
+    benchmark:
+        bench_path("baseline_metrics", "beta")
+    threads: COMPUTE["cpu_threads"]
+    resources:
+        gpu=gpu_jobs(),
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/baseline_metrics.py"

@@ -1,0 +1,139 @@
+"""Reconstruction and disentanglement of a VAE's codes at one or several levels t.
+
+Two entry points share one per-level core (:func:`level_metrics`):
+
+- :func:`evaluate_cache_levels`: the multi-β VAE at the cached levels; codes are the
+  cache's μ_t for every image, reconstructions decode the cached μ_t of validation images.
+- :func:`evaluate_vae_at`: any VAE (a fixed-β baseline, or the multi-β VAE at that β) at
+  one t, encoding the images itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from multibeta.data.h5io import read_images, read_metadata
+from multibeta.metrics.config import MetricsConfig, select_levels
+from multibeta.metrics.disentanglement import compute_disentanglement
+from multibeta.metrics.reconstruction import compute_reconstruction, load_lpips, wants_lpips
+from multibeta.utils.device import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Labels:
+    """Ground truth of the rows being evaluated (dataset row order)."""
+
+    factor_classes: np.ndarray | None
+    factor_names: list[str] | None
+    attributes: np.ndarray | None
+    attribute_names: list[str] | None
+
+    @classmethod
+    def from_dataset(cls, dataset_path: str | os.PathLike, rows: np.ndarray) -> "Labels":
+        import h5py
+
+        meta = read_metadata(dataset_path)
+        with h5py.File(dataset_path, "r") as h5:
+            fc = h5["factor_classes"][...][rows] if "factor_classes" in h5 else None
+            attrs = h5["attributes"][...][rows] if "attributes" in h5 else None
+        return cls(fc, meta["factor_names"], attrs, meta["attribute_names"])
+
+
+def maybe_lpips(cfg: MetricsConfig, channels: int, device: torch.device) -> torch.nn.Module | None:
+    """The LPIPS model when ``metrics.reconstruction.lpips`` asks for it for these images."""
+    if not wants_lpips(cfg.reconstruction.lpips, channels):
+        return None
+    return load_lpips(cfg.lpips_weights, device, timeout_s=cfg.download_timeout_s)
+
+
+def level_metrics(
+    codes: np.ndarray, labels: Labels, originals: np.ndarray, reconstructions: torch.Tensor,
+    cfg: MetricsConfig, *, lpips_model: torch.nn.Module | None, runtime: Runtime,
+) -> dict[str, Any]:
+    """Disentanglement of ``codes`` [N, d] and reconstruction error of ``reconstructions`` [M, C, H, W]."""
+    out: dict[str, Any] = {}
+    out.update(compute_reconstruction(
+        originals, reconstructions, lpips_model=lpips_model,
+        batch_size=cfg.reconstruction.batch_size, runtime=runtime,
+    ))
+    if labels.factor_classes is not None or labels.attributes is not None:
+        out.update(compute_disentanglement(
+            codes, cfg, factor_classes=labels.factor_classes, factor_names=labels.factor_names,
+            attributes=labels.attributes, attribute_names=labels.attribute_names,
+        ))
+    return out
+
+
+@torch.no_grad()
+def _decode(vae: torch.nn.Module, codes: np.ndarray, t: float, runtime: Runtime, batch: int) -> torch.Tensor:
+    out = []
+    for lo in range(0, len(codes), batch):
+        z = torch.as_tensor(codes[lo : lo + batch], device=runtime.device, dtype=torch.float32)
+        tt = torch.full((len(z),), t, device=runtime.device)
+        with runtime.autocast():
+            out.append(vae.decode_image(z, tt).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def _encode(vae: torch.nn.Module, images: np.ndarray, t: float, runtime: Runtime, batch: int) -> np.ndarray:
+    out = []
+    for lo in range(0, len(images), batch):
+        x = torch.as_tensor(images[lo : lo + batch], device=runtime.device).float() / 255.0
+        tt = torch.full((len(x),), t, device=runtime.device)
+        with runtime.autocast():
+            out.append(vae.encode(x, tt).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+
+def evaluate_cache_levels(
+    cache: Any, vae: torch.nn.Module, dataset_path: str | os.PathLike, cfg: MetricsConfig, runtime: Runtime,
+) -> dict[str, Any]:
+    """Metrics of the multi-β VAE at each selected cached level.
+
+    Returns:
+        ``{"levels": [{"t", "beta", "sigma", <metrics>}, ...]}`` in ascending t.
+    """
+    dataset_rows = np.asarray(cache.index)
+    labels = Labels.from_dataset(dataset_path, dataset_rows)
+    recon_cache_rows = cache.rows("validation")[: cfg.reconstruction.n_images]
+    originals = read_images(dataset_path, dataset_rows[recon_cache_rows])
+    lpips_model = maybe_lpips(cfg, originals.shape[1], runtime.device)
+    levels = []
+    for k in select_levels(np.asarray(cache.t), cfg.levels):
+        t = float(cache.t[k])
+        codes = cache.level(int(k))
+        recon = _decode(vae, codes[recon_cache_rows], t, runtime, cfg.reconstruction.batch_size)
+        entry = {"t": t, "beta": float(cache.beta[k]), "sigma": float(cache.sigma[k])}
+        entry.update(level_metrics(codes, labels, originals, recon, cfg, lpips_model=lpips_model,
+                                   runtime=runtime))
+        logger.info("level t=%.3f (beta %.3g): %s", t, entry["beta"], entry)
+        levels.append(entry)
+    return {"levels": levels}
+
+
+def evaluate_vae_at(
+    vae: torch.nn.Module, t: float, dataset_path: str | os.PathLike, cfg: MetricsConfig, runtime: Runtime,
+    *, n_codes: int, seed: int,
+) -> dict[str, Any]:
+    """Metrics of ``vae`` at level ``t``: codes of a seeded subset of ``n_codes`` images (dataset order)."""
+    meta = read_metadata(dataset_path)
+    rng = np.random.default_rng(seed)
+    n = meta["n"]
+    rows = np.sort(rng.choice(n, size=min(n_codes, n), replace=False))
+    labels = Labels.from_dataset(dataset_path, rows)
+    images = read_images(dataset_path, rows)
+    codes = _encode(vae, images, t, runtime, cfg.reconstruction.batch_size)
+    m = min(cfg.reconstruction.n_images, len(rows))
+    recon = _decode(vae, codes[:m], t, runtime, cfg.reconstruction.batch_size)
+    lpips_model = maybe_lpips(cfg, images.shape[1], runtime.device)
+    return level_metrics(codes, labels, images[:m], recon, cfg, lpips_model=lpips_model, runtime=runtime)

@@ -1,0 +1,290 @@
+"""The β-conditioned VAE of Stage 1: one encoder/decoder pair for the whole β range.
+
+t ∈ [0, 1] indexes β(t) = β_min · (β_max/β_min)^t. Encoder E(x, t) -> μ_t(x) and decoder
+D(z, t) -> logits are convolutional networks for 64x64 images whose every block is
+FiLM-modulated by a Fourier embedding of t. The posterior is q(z_t | x) = N(μ_t(x), σ_t² I)
+with σ_t a schedule shared by all data (:mod:`multibeta.models.schedules`).
+
+Architecture (``L = len(arch.channels)`` levels, spatial size ``s = 64 / 2^L``)::
+
+    encoder: [conv4x4/2 -> FiLM -> SiLU, res_blocks x ResBlock] x L
+             -> flatten -> Linear(hidden) -> FiLM -> SiLU -> Linear(d)
+    decoder: Linear(hidden) -> FiLM -> SiLU -> Linear(C_L s s) -> FiLM -> SiLU
+             -> [res_blocks x ResBlock, convT4x4/2 -> FiLM -> SiLU] x (L-1) -> convT4x4/2 -> logits
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from multibeta.models.embedding import FiLM, FourierTimeEmbedding
+from multibeta.models.schedules import SigmaSchedule, build_sigma_schedule
+from multibeta.utils.checkpoint import CheckpointError, load_checkpoint
+
+if TYPE_CHECKING:
+    from multibeta.vae.config import VAEConfig
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SIZE = 64
+
+#: Keys of a checkpoint's ``arch`` dict that :func:`MultiBetaVAE.from_arch` needs.
+ARCH_KEYS = (
+    "image_channels", "latent_dim", "beta_min", "beta_max", "fixed_beta", "sigma_schedule",
+    "sigma_min", "sigma_max", "channels", "hidden_dim", "res_blocks", "time_frequencies",
+    "time_max_frequency", "time_embed_dim", "sigma_hidden",
+)
+
+
+class ResBlock(nn.Module):
+    """``h + conv3x3(SiLU(FiLM(conv3x3(h))))`` at constant resolution ``[N, C, H, W]``."""
+
+    def __init__(self, channels: int, embed_dim: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.film = FiLM(embed_dim, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return h + self.conv2(F.silu(self.film(self.conv1(h), emb)))
+
+
+class _Level(nn.Module):
+    """A resampling conv, FiLM, SiLU, then ``res_blocks`` residual blocks (or the reverse)."""
+
+    def __init__(self, conv: nn.Module, out_ch: int, embed_dim: int, res_blocks: int,
+                 res_first: bool, res_ch: int) -> None:
+        super().__init__()
+        self.conv = conv
+        self.film = FiLM(embed_dim, out_ch)
+        self.res = nn.ModuleList(ResBlock(res_ch, embed_dim) for _ in range(res_blocks))
+        self.res_first = res_first
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if self.res_first:
+            for block in self.res:
+                h = block(h, emb)
+        h = F.silu(self.film(self.conv(h), emb))
+        if not self.res_first:
+            for block in self.res:
+                h = block(h, emb)
+        return h
+
+
+class Encoder(nn.Module):
+    """E(x, t): images ``[N, C, 64, 64]`` in [0, 1], t ``[N]`` (or ``[1]``) -> μ ``[N, d]``."""
+
+    def __init__(self, *, image_channels: int, latent_dim: int, channels: tuple[int, ...],
+                 hidden_dim: int, res_blocks: int, embed: FourierTimeEmbedding) -> None:
+        super().__init__()
+        self.embed = embed
+        e = embed.dim
+        ins = (image_channels,) + tuple(channels[:-1])
+        self.levels = nn.ModuleList(
+            _Level(nn.Conv2d(i, o, 4, stride=2, padding=1), o, e, res_blocks, False, o)
+            for i, o in zip(ins, channels)
+        )
+        side = IMAGE_SIZE // 2 ** len(channels)
+        self.fc = nn.Linear(channels[-1] * side * side, hidden_dim)
+        self.fc_film = FiLM(e, hidden_dim)
+        self.out = nn.Linear(hidden_dim, latent_dim)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.embed(t)
+        h = 2.0 * x - 1.0
+        for level in self.levels:
+            h = level(h, emb)
+        h = F.silu(self.fc_film(self.fc(h.flatten(1)), emb))
+        return self.out(h)
+
+
+class Decoder(nn.Module):
+    """D(z, t): latents ``[N, d]``, t ``[N]`` (or ``[1]``) -> logits ``[N, C, 64, 64]``."""
+
+    def __init__(self, *, image_channels: int, latent_dim: int, channels: tuple[int, ...],
+                 hidden_dim: int, res_blocks: int, embed: FourierTimeEmbedding) -> None:
+        super().__init__()
+        self.embed = embed
+        e = embed.dim
+        self.side = IMAGE_SIZE // 2 ** len(channels)
+        self.top = channels[-1]
+        self.fc1 = nn.Linear(latent_dim, hidden_dim)
+        self.film1 = FiLM(e, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, self.top * self.side * self.side)
+        self.film2 = FiLM(e, self.top * self.side * self.side)
+        rev = tuple(reversed(channels))
+        self.levels = nn.ModuleList(
+            _Level(nn.ConvTranspose2d(i, o, 4, stride=2, padding=1), o, e, res_blocks, True, i)
+            for i, o in zip(rev[:-1], rev[1:])
+        )
+        self.res_last = nn.ModuleList(ResBlock(rev[-1], e) for _ in range(res_blocks))
+        self.last = nn.ConvTranspose2d(rev[-1], image_channels, 4, stride=2, padding=1)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.embed(t)
+        h = F.silu(self.film1(self.fc1(z), emb))
+        h = F.silu(self.film2(self.fc2(h), emb))
+        h = h.view(-1, self.top, self.side, self.side)
+        for level in self.levels:
+            h = level(h, emb)
+        for block in self.res_last:
+            h = block(h, emb)
+        return self.last(h)
+
+
+class MultiBetaVAE(nn.Module):
+    """β-conditioned VAE with posterior N(μ_t(x), σ_t² I) and β(t) log-linear in t.
+
+    Build with :func:`build_vae` (from a config) or :meth:`from_arch` (from a checkpoint's
+    ``arch`` dict); load trained weights with :func:`load_vae`.
+    """
+
+    def __init__(self, *, image_channels: int, latent_dim: int, beta_min: float, beta_max: float,
+                 sigma_schedule: SigmaSchedule, channels: tuple[int, ...], hidden_dim: int,
+                 res_blocks: int, time_frequencies: int, time_max_frequency: float,
+                 time_embed_dim: int, fixed_beta: float | None = None) -> None:
+        super().__init__()
+        if not 0.0 < beta_min < beta_max:
+            raise ValueError(f"need 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
+        if not 1 <= len(channels) <= 6:
+            raise ValueError("channels must have 1 to 6 levels (64 -> 64 / 2^L)")
+        self.image_channels = image_channels
+        self.latent_dim = latent_dim
+        self.beta_min = float(beta_min)
+        self.beta_max = float(beta_max)
+        self.log_beta_ratio = math.log(beta_max / beta_min)
+        self.fixed_beta = fixed_beta
+        self.schedule = sigma_schedule
+
+        def embed() -> FourierTimeEmbedding:
+            return FourierTimeEmbedding(num_frequencies=time_frequencies,
+                                        max_frequency=time_max_frequency, dim=time_embed_dim)
+
+        common = dict(image_channels=image_channels, latent_dim=latent_dim, channels=channels,
+                      hidden_dim=hidden_dim, res_blocks=res_blocks)
+        self.encoder = Encoder(**common, embed=embed())
+        self.decoder = Decoder(**common, embed=embed())
+        self.arch: dict[str, Any] = {}
+
+    @classmethod
+    def from_arch(cls, arch: dict[str, Any]) -> "MultiBetaVAE":
+        """Build an untrained model from a checkpoint's ``arch`` dict."""
+        missing = [k for k in ARCH_KEYS if k not in arch]
+        if missing:
+            raise CheckpointError(f"VAE checkpoint arch lacks keys {missing}; it was written by "
+                                  "an incompatible version. Retrain the VAE.")
+        schedule = build_sigma_schedule(arch["sigma_schedule"], sigma_min=arch["sigma_min"],
+                                        sigma_max=arch["sigma_max"], hidden=arch["sigma_hidden"])
+        model = cls(
+            image_channels=arch["image_channels"], latent_dim=arch["latent_dim"],
+            beta_min=arch["beta_min"], beta_max=arch["beta_max"], sigma_schedule=schedule,
+            channels=tuple(arch["channels"]), hidden_dim=arch["hidden_dim"],
+            res_blocks=arch["res_blocks"], time_frequencies=arch["time_frequencies"],
+            time_max_frequency=arch["time_max_frequency"], time_embed_dim=arch["time_embed_dim"],
+            fixed_beta=arch["fixed_beta"],
+        )
+        model.arch = dict(arch)
+        return model
+
+    # --- β and σ ------------------------------------------------------------------------
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        """β(t) = β_min (β_max/β_min)^t, same shape as ``t``, float32."""
+        return self.beta_min * torch.exp(t.float() * self.log_beta_ratio)
+
+    def t_of_beta(self, beta: float | torch.Tensor) -> float | torch.Tensor:
+        """Inverse of :meth:`beta`. Raises ValueError for β outside [β_min, β_max]."""
+        b = torch.as_tensor(beta, dtype=torch.float64)
+        lo, hi = self.beta_min * (1 - 1e-6), self.beta_max * (1 + 1e-6)  # float32 round-off
+        if torch.any(b < lo) or torch.any(b > hi):
+            raise ValueError(f"beta {beta} outside the model's range [{self.beta_min}, {self.beta_max}]")
+        t = (torch.log(b / self.beta_min) / self.log_beta_ratio).clamp(0.0, 1.0)
+        if isinstance(beta, torch.Tensor):
+            return t.to(beta.dtype if beta.is_floating_point() else torch.float32)
+        return float(t)
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """σ_t ``[N]`` (float32) of the shared posterior schedule."""
+        return self.schedule(t)
+
+    @property
+    def fixed_t(self) -> float | None:
+        """t of a fixed-β baseline (None for the multi-β model)."""
+        return None if self.fixed_beta is None else float(self.t_of_beta(self.fixed_beta))
+
+    # --- networks -----------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """μ_t(x): images ``[N, C, 64, 64]`` in [0, 1], t ``[N]`` (or ``[1]``) -> ``[N, d]``."""
+        return self.encoder(x, t)
+
+    def decode(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """D(z, t): latents ``[N, d]``, t ``[N]`` (or ``[1]``) -> logits ``[N, C, 64, 64]``."""
+        return self.decoder(z, t)
+
+    def decode_image(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Decoded images ``[N, C, 64, 64]`` in [0, 1] (sigmoid of the logits)."""
+        return torch.sigmoid(self.decode(z, t).float())
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One posterior sample and its decoding.
+
+        Args:
+            x: images ``[N, C, 64, 64]`` in [0, 1].
+            t: levels ``[N]`` (or ``[1]``, shared by the batch).
+            eps: standard normal noise ``[N, d]``.
+
+        Returns:
+            ``(mu [N, d], sigma [N] or [1], logits [N, C, 64, 64])`` with z = μ + σ ε decoded.
+        """
+        mu = self.encode(x, t)
+        sigma = self.sigma(t)
+        z = mu + sigma[:, None].to(mu.dtype) * eps.to(mu.dtype)
+        return mu, sigma, self.decode(z, t)
+
+
+def build_vae(cfg: "VAEConfig", channels: int) -> MultiBetaVAE:
+    """An untrained :class:`MultiBetaVAE` for ``channels``-channel images from ``cfg``."""
+    return MultiBetaVAE.from_arch(cfg.arch_dict(channels))
+
+
+def load_vae(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    *,
+    arch: dict[str, Any] | None = None,
+    use_ema: bool = True,
+) -> tuple[MultiBetaVAE, dict[str, Any]]:
+    """Load a trained VAE (eval mode) and its checkpoint dict.
+
+    Args:
+        path: a ``kind="vae"`` checkpoint written by :func:`multibeta.vae.trainer.train_vae`.
+        map_location: device for the tensors.
+        arch: expected architecture (``VAEConfig.arch_dict(channels)``); None accepts any.
+        use_ema: take the EMA weights when the checkpoint has them.
+
+    Raises:
+        CheckpointError: missing/corrupt file, wrong kind, or weights that do not fit.
+        CheckpointMismatchError: ``arch`` given and different (the message names the keys).
+    """
+    state = load_checkpoint(path, kind="vae", arch=arch, map_location=map_location)
+    model = MultiBetaVAE.from_arch(state["arch"])
+    weights = state.get("ema") if use_ema and state.get("ema") is not None else state.get("model")
+    if weights is None:
+        raise CheckpointError(f"{path} holds no model weights; retrain the VAE.")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path}: weights do not fit the architecture recorded in the same file ({exc}). "
+            "The file is inconsistent; delete it and retrain the VAE."
+        ) from exc
+    model.to(map_location)
+    model.eval()
+    return model, state

@@ -1,0 +1,71 @@
+"""Gather every number of an experiment into one ``metrics.json`` document.
+
+Inputs are the JSON files the metric rules write (shapes below) and Snakemake's
+``benchmark:`` TSV files. Nothing is recomputed here.
+
+- ``generation/<run>.json``: ``{"run": {settings}, "n_samples", "samples_per_s", ...metrics}``
+- ``levels.json``: ``{"levels": [{"t", "beta", "sigma", ...metrics}, ...]}``
+- ``baselines/beta<β>.json``: ``{"beta", ...metrics}``
+- ``factor_classifier.json``: ``{"accuracy": {...}}`` (data with factors only)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from multibeta.utils.io import config_hash
+from multibeta.utils.versions import collect_versions
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def read_benchmark(path: str | Path) -> dict[str, float]:
+    """Wall seconds and peak RSS (MB) of one job from a Snakemake benchmark TSV."""
+    with open(path) as fh:
+        row = next(csv.DictReader(fh, delimiter="\t"))
+    out = {"seconds": float(row["s"])}
+    try:
+        out["max_rss_mb"] = float(row["max_rss"])
+    except (KeyError, ValueError):
+        pass
+    return out
+
+
+def benchmark_name(path: str | Path) -> str:
+    return Path(path).stem
+
+
+def collect_report(
+    *,
+    experiment: str,
+    config: dict[str, Any],
+    generation: Iterable[str | Path],
+    levels: str | Path,
+    baselines: Iterable[str | Path] = (),
+    classifier: str | Path | None = None,
+    vae_levels: str | Path | None = None,
+    benchmarks: Iterable[str | Path] = (),
+) -> dict[str, Any]:
+    """Build the ``metrics.json`` document (every number, config hash, versions, counts)."""
+    runs = {}
+    for path in generation:
+        doc = read_json(path)
+        runs[doc["run"]["name"]] = doc
+    return {
+        "experiment": experiment,
+        "config_hash": config_hash(config),
+        "config": config,
+        "versions": collect_versions(),
+        "generation": runs,
+        "levels": read_json(levels),
+        "baselines": {f"{read_json(p)['beta']:g}": read_json(p) for p in baselines},
+        "factor_classifier": read_json(classifier) if classifier else None,
+        "vae_levels": read_json(vae_levels) if vae_levels else None,
+        "timings": {benchmark_name(p): read_benchmark(p) for p in benchmarks},
+    }

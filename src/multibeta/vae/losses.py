@@ -1,0 +1,250 @@
+"""Loss terms of the multi-β VAE.
+
+Per example (each with its own level t):
+
+    loss = w_vae(t) · [ rec(x, D(z_t, t)) + β(t) · KL(N(μ_t, σ_t² I) || N(0, I)) ],
+    z_t = μ_t(x) + σ_t ε.
+
+- ``rec`` (``vae.reconstruction``): ``bce`` = Bernoulli NLL summed over pixels (nats per
+  image; binary data such as dSprites); ``l1_lpips`` = Σ_pixels |x − x̂| + λ_LPIPS · C·H·W ·
+  LPIPS(x, x̂) (the perceptual distance spread over every pixel, as in the latent-diffusion
+  autoencoders), optionally plus a patch-GAN term added by the trainer.
+- KL is summed over latent dimensions (nats); per-dimension values are returned as well.
+- ``w_vae`` (``vae.loss_weighting``): ``none`` = 1, ``inv_beta`` = 1/β(t),
+  ``normalized`` = 1/(1 + β(t)); each rescaled to mean 1 under t ~ U[0, 1] so that the
+  loss scale (and hence ``grad_clip`` and the learning rate) means the same for all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from multibeta.models.vae import MultiBetaVAE
+from multibeta.vae.config import VAEConfig
+
+logger = logging.getLogger(__name__)
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
+
+LOSS_WEIGHTINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "none": lambda beta: np.ones_like(beta),
+    "inv_beta": lambda beta: 1.0 / beta,
+    "normalized": lambda beta: 1.0 / (1.0 + beta),
+}
+
+
+class LossWeighting:
+    """w_vae(β), rescaled to mean 1 over t ~ U[0, 1] (computed once, float64).
+
+    Args:
+        name: a key of :data:`LOSS_WEIGHTINGS`.
+        beta_min, beta_max: the model's β range.
+    """
+
+    def __init__(self, name: str, beta_min: float, beta_max: float) -> None:
+        if name not in LOSS_WEIGHTINGS:
+            raise ValueError(f"unknown vae.loss_weighting {name!r}; choose one of "
+                             f"{sorted(LOSS_WEIGHTINGS)}")
+        self.name = name
+        self._fn = LOSS_WEIGHTINGS[name]
+        t = np.linspace(0.0, 1.0, 4097)
+        w = self._fn(beta_min * (beta_max / beta_min) ** t)
+        self.norm = float(np.trapezoid(w, t) if hasattr(np, "trapezoid") else np.trapz(w, t))
+
+    def __call__(self, beta: torch.Tensor) -> torch.Tensor:
+        """Weights ``[N]`` for β ``[N]`` (float32)."""
+        b = beta.double()
+        if self.name == "none":
+            w = torch.ones_like(b)
+        elif self.name == "inv_beta":
+            w = 1.0 / b
+        else:
+            w = 1.0 / (1.0 + b)
+        return (w / self.norm).float()
+
+
+def kl_per_dim(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) || N(0, 1)) per dimension ``[N, d]`` (nats) for μ ``[N, d]``, σ ``[N]``/``[1]``."""
+    mu = mu.float()
+    s = sigma.float()[:, None]
+    return 0.5 * (mu.square() + s.square() - 1.0) - torch.log(s)
+
+
+def bce_reconstruction(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Bernoulli NLL summed over pixels ``[N]`` (nats per image)."""
+    nll = F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none")
+    return nll.flatten(1).sum(1)
+
+
+def l1_reconstruction(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Σ_pixels |x − sigmoid(logits)| ``[N]``."""
+    return (torch.sigmoid(logits.float()) - x.float()).abs().flatten(1).sum(1)
+
+
+def _alexnet_path(weights_path: str | os.PathLike | None) -> Path:
+    if weights_path is not None:
+        return Path(weights_path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+
+
+def load_lpips(weights_path: str | os.PathLike | None, *, key: str = "vae.lpips.weights_path"
+               ) -> nn.Module:
+    """LPIPS (AlexNet, v0.1 linear heads) with the backbone read from a local file, no download.
+
+    Args:
+        weights_path: torchvision's ``alexnet-owt-7be5be79.pth`` (or any file whose state
+            dict has the ``features.*`` entries of torchvision's AlexNet). None looks in the
+            torch hub cache (``$TORCH_HOME/hub/checkpoints``).
+        key: the config key named in the error message.
+
+    Raises:
+        FileNotFoundError: the file is missing; the message names ``key`` and the fix.
+    """
+    import lpips  # imported here: only natural-image runs need it
+
+    path = _alexnet_path(weights_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"LPIPS needs the AlexNet backbone weights, but {path} does not exist. Set {key} to "
+            f"a local copy of {ALEXNET_FILE} (download it once from {ALEXNET_URL} where the "
+            "network is reachable), or set the LPIPS weight to 0 to train without the "
+            "perceptual term."
+        )
+    with warnings.catch_warnings():  # torchvision deprecation notices from lpips' own code
+        warnings.simplefilter("ignore", UserWarning)
+        net = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = {}
+    for name in net.net.state_dict():
+        _slice, idx, param = name.split(".")
+        src = f"features.{idx}.{param}"
+        if src not in source:
+            raise ValueError(f"{path} ({key}) is not a torchvision AlexNet state dict: no '{src}'")
+        target[name] = source[src]
+    net.net.load_state_dict(target)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    logger.info("LPIPS: AlexNet backbone loaded from %s", path)
+    return net
+
+
+class PatchDiscriminator(nn.Module):
+    """Patch-GAN discriminator (pix2pix / taming-transformers ``NLayerDiscriminator``).
+
+    Images ``[N, C, 64, 64]`` in [0, 1] -> patch logits ``[N, 1, h, w]``.
+    """
+
+    def __init__(self, image_channels: int, channels: int, layers: int) -> None:
+        super().__init__()
+        mods: list[nn.Module] = [nn.Conv2d(image_channels, channels, 4, 2, 1), nn.LeakyReLU(0.2)]
+        ch = channels
+        for n in range(1, layers + 1):
+            out = channels * min(2**n, 8)
+            stride = 2 if n < layers else 1
+            mods += [nn.Conv2d(ch, out, 4, stride, 1, bias=False), nn.BatchNorm2d(out),
+                     nn.LeakyReLU(0.2)]
+            ch = out
+        mods.append(nn.Conv2d(ch, 1, 4, 1, 1))
+        self.net = nn.Sequential(*mods)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(2.0 * x - 1.0)
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """Hinge loss of the discriminator (scalar)."""
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def adaptive_gan_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor,
+                        max_weight: float = 1e4) -> torch.Tensor:
+    """‖∇_last rec‖ / ‖∇_last gan‖ on the decoder's last layer (taming-transformers), detached."""
+    g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    g_gan = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    weight = g_rec.norm() / (g_gan.norm() + 1e-4)
+    return weight.clamp(0.0, max_weight).detach()
+
+
+@dataclass
+class LossTerms:
+    """Terms of one batch. ``loss`` is the scalar to minimise; the rest are per example."""
+
+    loss: torch.Tensor
+    rec: torch.Tensor
+    kl: torch.Tensor
+    kl_per_dim: torch.Tensor
+    weight: torch.Tensor
+    beta: torch.Tensor
+    sigma: torch.Tensor
+    logits: torch.Tensor
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def weighted_rec(self) -> torch.Tensor:
+        """mean(w · rec): the reconstruction part of ``loss`` (scalar)."""
+        return (self.weight * self.rec).mean()
+
+
+class VAEObjective(nn.Module):
+    """The per-example VAE loss for a model and a config (GAN term excluded: see trainer).
+
+    Args:
+        model: the VAE.
+        cfg: the ``vae`` config (reconstruction, weighting, LPIPS settings).
+    """
+
+    def __init__(self, model: MultiBetaVAE, cfg: VAEConfig) -> None:
+        super().__init__()
+        self.reconstruction = cfg.reconstruction
+        name = "none" if model.fixed_beta is not None else cfg.loss_weighting
+        self.weighting = LossWeighting(name, model.beta_min, model.beta_max)
+        self.lpips_weight = cfg.lpips.weight if cfg.reconstruction == "l1_lpips" else 0.0
+        self.lpips = load_lpips(cfg.lpips.weights_path) if self.lpips_weight > 0 else None
+
+    def rec(self, logits: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Reconstruction loss ``[N]`` and its parts (``l1``, ``lpips``) ``[N]``."""
+        if self.reconstruction == "bce":
+            return bce_reconstruction(logits, x), {}
+        l1 = l1_reconstruction(logits, x)
+        parts = {"l1": l1}
+        if self.lpips is None:
+            return l1, parts
+        x_hat = torch.sigmoid(logits.float())
+        a, b = x.float(), x_hat
+        if a.shape[1] == 1:
+            a, b = a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)
+        dist = self.lpips(a, b, normalize=True).flatten(1).mean(1)
+        parts["lpips"] = dist
+        return l1 + self.lpips_weight * dist * float(math.prod(x.shape[1:])), parts
+
+    def forward(self, model: MultiBetaVAE, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
+                ) -> LossTerms:
+        """Loss of images ``x`` ``[N, C, 64, 64]`` at levels ``t`` ``[N]`` (or ``[1]``), noise ``eps`` ``[N, d]``."""
+        mu, sigma, logits = model(x, t, eps)
+        beta = model.beta(t)
+        kld = kl_per_dim(mu, sigma)
+        kl = kld.sum(1)
+        rec, parts = self.rec(logits, x)
+        weight = self.weighting(beta).expand_as(rec)
+        loss = (weight * (rec + beta * kl)).mean()
+        return LossTerms(loss=loss, rec=rec, kl=kl, kl_per_dim=kld, weight=weight,
+                         beta=beta.expand_as(rec), sigma=sigma.expand_as(rec), logits=logits,
+                         parts=parts)
