@@ -2,8 +2,9 @@
 # Bring up a single-node SLURM cluster with accounting (slurmdbd + MariaDB) for the SLURM tests.
 #
 # Usage (as root, on Debian 12 / slurm-wlm 22.05, no systemd needed):
-#   bash .ci/slurm_up.sh          # install what is missing, start what is not running, wait for idle
-#   bash .ci/slurm_up.sh --stop   # stop the daemons this script starts (slurmd, slurmctld, slurmdbd,
+#   bash .ci/slurm_up.sh          # install what is missing, start what is not running,
+#                                 # wait until the node is idle, print sinfo
+#   bash .ci/slurm_up.sh --stop   # stop the daemons it starts (slurmd, slurmctld, slurmdbd,
 #                                 # mariadbd, munged), by the pids in their pid files
 #
 # Idempotent: packages are installed only when missing, each daemon is started only when it is not
@@ -116,7 +117,8 @@ stop_daemons() {
     return 0
 }
 
-[[ $EUID -eq 0 ]] || die "must run as root (it installs packages and starts system daemons); try: sudo bash $0"
+[[ $EUID -eq 0 ]] ||
+    die "must run as root (it installs packages and starts system daemons); try: sudo bash $0"
 
 if [[ "${1:-}" == "--stop" ]]; then
     stop_daemons
@@ -129,14 +131,17 @@ fi
 need=()
 for pair in slurmctld:slurmctld slurmd:slurmd sinfo:slurm-client munged:munge \
     slurmdbd:slurmdbd mariadbd:mariadb-server; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || [[ -x "/usr/sbin/${pair%%:*}" ]] || need+=("${pair#*:}")
+    prog="${pair%%:*}"
+    command -v "$prog" >/dev/null 2>&1 || [[ -x "/usr/sbin/$prog" ]] || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
-    command -v apt-get >/dev/null || die "packages missing (${need[*]}) and no apt-get: install SLURM 22.05, munge, slurmdbd and MariaDB by hand"
+    command -v apt-get >/dev/null ||
+        die "missing ${need[*]} and no apt-get: install SLURM 22.05, munge, slurmdbd, MariaDB"
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >&2 || die "apt-get update failed"
-    apt-get install -y -q --no-install-recommends "${need[@]}" >&2 || die "apt-get install ${need[*]} failed"
+    apt-get install -y -q --no-install-recommends "${need[@]}" >&2 ||
+        die "apt-get install ${need[*]} failed"
 fi
 export PATH="/usr/sbin:/usr/bin:$PATH"
 
@@ -171,7 +176,8 @@ if mysqladmin ping >/dev/null 2>&1; then
 else
     [[ -d /var/lib/mysql/mysql ]] || {
         log "initialising the MariaDB data directory"
-        mariadb-install-db --user=mysql --datadir=/var/lib/mysql >&2 || die "mariadb-install-db failed"
+        mariadb-install-db --user=mysql --datadir=/var/lib/mysql >&2 ||
+            die "mariadb-install-db failed"
     }
     log "starting mariadbd"
     # Small buffer pool: the accounting database of a test cluster is tiny.
@@ -258,7 +264,8 @@ if sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER";
     log "cluster '$CLUSTER' already registered"
 else
     log "registering cluster '$CLUSTER' in the accounting database"
-    sacctmgr -i add cluster "$CLUSTER" >&2 || die "sacctmgr add cluster $CLUSTER failed" "$SLURM_LOG/slurmdbd.log"
+    sacctmgr -i add cluster "$CLUSTER" >&2 ||
+        die "sacctmgr add cluster $CLUSTER failed" "$SLURM_LOG/slurmdbd.log"
 fi
 
 # --- 6. slurmctld + slurmd --------------------------------------------------------------------

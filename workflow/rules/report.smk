@@ -13,7 +13,7 @@ def report_inputs(wildcards):
         "baselines": [f"{base}/metrics/baselines/beta{b}.json" for b in baseline_betas(exp)],
         "vae_levels": f"{base}/vae/level_stats.json",
         "vae_plots": [f"{base}/vae/plots/{p}.png" for p in
-                      ("loss_curves", "sigma_vs_beta", "kl_rec_vs_beta", "reconstructions")],
+                      ("loss_terms", "sigma_vs_beta", "kl_rec_vs_beta", "recon_grid")],
         "figures": [f"{base}/figures/{f}.png" for f in ("sharpening", "traversal_dims", "traversal_pca")],
         "diffusion_losses": [f"{base}/diffusion/{v}/loss_curves.png" for v in variants_of(exp)],
     }

@@ -9,7 +9,6 @@ rule train_vae:
         log_csv=out("vae", "train_log.csv"),
     params:
         vae=section("vae"),
-        resume=lambda w: f"{RESULTS}/{w.exp}/vae/checkpoint_last.pt",
     log:
         log_path("train_vae"),
     benchmark:
@@ -31,10 +30,10 @@ rule vae_plots:
         model=rules.train_vae.output.model,
         log_csv=rules.train_vae.output.log_csv,
     output:
-        losses=out("vae", "plots", "loss_curves.png"),
+        losses=out("vae", "plots", "loss_terms.png"),
         sigma=out("vae", "plots", "sigma_vs_beta.png"),
         tradeoff=out("vae", "plots", "kl_rec_vs_beta.png"),
-        recon=out("vae", "plots", "reconstructions.png"),
+        recon=out("vae", "plots", "recon_grid.png"),
         levels=out("vae", "level_stats.json"),
     params:
         vae=section("vae"),
@@ -60,7 +59,6 @@ rule train_vae_baseline:
         log_csv=out("vae_baselines", "beta{beta}", "train_log.csv"),
     params:
         vae=section("vae"),
-        resume=lambda w: f"{RESULTS}/{w.exp}/vae_baselines/beta{w.beta}/checkpoint_last.pt",
     log:
         log_path("train_vae_baseline", "beta"),
     benchmark:

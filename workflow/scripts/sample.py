@@ -2,6 +2,8 @@
 
 import logging
 
+import torch
+
 from multibeta.cache.latent_cache import LatentCache
 from multibeta.sampling.config import GridConfig, SampleRunConfig
 from multibeta.sampling.grids import save_sample_grid
@@ -23,9 +25,11 @@ def main(smk) -> None:
         run, models.denoiser, models.sigma, device=runtime, decoder=models.decoder,
         decode_batch_size=smk.params.decode_batch_size,
     )
-    cache = LatentCache(smk.input.cache)
     timing = dict(output.timing)
-    timing.update(start_mismatch(cache.level(cache.num_levels - 1), float(cache.sigma[-1])))
+    if run.variant != "standard_ldm":  # its prior is N(0, I) in normalised t=0 latent space
+        cache = LatentCache(smk.input.cache)
+        mu_1 = torch.as_tensor(cache.level(cache.num_levels - 1))
+        timing.update(start_mismatch(mu_1, float(cache.sigma[-1])))
     write_samples(smk.output.samples, latents=output.latents.numpy(), images=output.images.numpy(),
                   run=smk.params.run, extra=timing)
     save_sample_grid(output.images[: grid.n_images], smk.output.grid, n_cols=grid.n_cols,

@@ -1,0 +1,233 @@
+"""Stage 1 model pieces: σ schedules, β(t), the conditioned networks, loss terms, LPIPS wiring."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from multibeta.models.embedding import FiLM, FourierTimeEmbedding
+from multibeta.models.schedules import SIGMA_SCHEDULES, LearnedSigma, build_sigma_schedule
+from multibeta.models.vae import MultiBetaVAE, build_vae
+from multibeta.vae.config import VAEConfig
+from multibeta.vae.losses import (
+    LossWeighting,
+    PatchDiscriminator,
+    VAEObjective,
+    adaptive_gan_weight,
+    bce_reconstruction,
+    hinge_d_loss,
+    kl_per_dim,
+    load_lpips,
+)
+from multibeta.workflow.config import ConfigError, section_defaults
+
+TINY = {"latent_dim": 3, "arch": {"channels": [4, 8], "hidden_dim": 16, "time_embed_dim": 8,
+                                  "sigma_hidden": 4}}
+
+
+def tiny_cfg(**over) -> VAEConfig:
+    d = dict(TINY)
+    d.update(over)
+    return VAEConfig.from_section(section_defaults("vae", d))
+
+
+# --------------------------------------------------------------------------- config
+def test_schema_defaults_build_config() -> None:
+    cfg = VAEConfig.from_section(section_defaults("vae"))
+    assert cfg.fixed_beta is None and cfg.beta_min < cfg.beta_max
+    assert cfg.arch.channels and cfg.to_dict()["arch"]["channels"] == list(cfg.arch.channels)
+
+
+@pytest.mark.parametrize(("bad", "key"), [
+    ({"sigma_schedule": "cosine"}, "sigma_schedule"),
+    ({"arch": {"chanels": [8]}}, "arch"),
+    ({"lpips": {"weight": -1}}, "lpips.weight"),
+    ({"loss_weighting": "snr"}, "loss_weighting"),
+])
+def test_bad_vae_config_names_key(bad: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        section_defaults("vae", bad)
+
+
+def test_cross_key_checks() -> None:
+    with pytest.raises(ValueError, match="beta_min"):
+        tiny_cfg(beta_min=5.0, beta_max=1.0)
+    with pytest.raises(ValueError, match="fixed_beta"):
+        tiny_cfg(beta_min=1.0, beta_max=10.0, fixed_beta=100.0)
+
+
+# --------------------------------------------------------------------------- schedules
+@pytest.mark.parametrize("name", sorted(SIGMA_SCHEDULES))
+def test_sigma_schedule_monotone_with_endpoints(name: str) -> None:
+    sched = build_sigma_schedule(name, sigma_min=0.01, sigma_max=0.999, hidden=8)
+    t = torch.linspace(0, 1, 1001)
+    s = sched(t)
+    assert torch.all(torch.diff(s) >= 0), f"{name} not monotone"
+    assert s[0].item() == pytest.approx(0.01, rel=1e-4)
+    assert s[-1].item() == pytest.approx(0.999 if name == "learned" else 1.0, rel=1e-4)
+    assert s[500] > s[0] and s[-1] > s[500]
+
+
+def test_learned_schedule_monotone_for_any_parameters() -> None:
+    gen = torch.Generator().manual_seed(1)
+    sched = LearnedSigma(sigma_min=1e-3, sigma_max=0.99, hidden=16)
+    t = torch.linspace(0, 1, 2001)
+    for _ in range(5):
+        with torch.no_grad():
+            for p in sched.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 3)
+        s = sched(t)
+        assert torch.all(torch.diff(s) >= -1e-7)
+        assert s[0].item() == pytest.approx(1e-3, rel=1e-3)
+        assert s[-1].item() == pytest.approx(0.99, rel=1e-4)
+
+
+def test_unknown_schedule_raises() -> None:
+    with pytest.raises(ValueError, match="unknown sigma schedule 'cosine'.*learned"):
+        build_sigma_schedule("cosine", sigma_min=0.01, sigma_max=0.99, hidden=4)
+
+
+# --------------------------------------------------------------------------- model
+def test_beta_and_inverse() -> None:
+    model = build_vae(tiny_cfg(beta_min=0.5, beta_max=50.0), 1)
+    t = torch.tensor([0.0, 0.25, 1.0])
+    beta = model.beta(t)
+    assert beta[0].item() == pytest.approx(0.5) and beta[-1].item() == pytest.approx(50.0)
+    assert beta[1].item() == pytest.approx(0.5 * 100 ** 0.25, rel=1e-5)
+    assert torch.allclose(model.t_of_beta(beta), t, atol=1e-6)
+    assert model.t_of_beta(5.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="outside"):
+        model.t_of_beta(100.0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shapes_and_ranges(channels: int) -> None:
+    model = build_vae(tiny_cfg(), channels)
+    x = torch.rand(5, channels, 64, 64)
+    t = torch.rand(5)
+    mu = model.encode(x, t)
+    assert mu.shape == (5, 3)
+    logits = model.decode(mu, t)
+    assert logits.shape == (5, channels, 64, 64)
+    img = model.decode_image(mu, t)
+    assert img.min() >= 0 and img.max() <= 1
+    assert model.sigma(t).shape == (5,) and model.beta(t).shape == (5,)
+    # one shared t ([1]) gives the same result as the same t repeated
+    t1 = torch.full((1,), 0.3)
+    assert torch.allclose(model.encode(x, t1), model.encode(x, t1.expand(5)), atol=1e-6)
+
+
+def test_film_starts_as_identity_and_embedding_is_smooth() -> None:
+    film = FiLM(8, 4)
+    h = torch.randn(2, 4, 3, 3)
+    assert torch.equal(film(h, torch.randn(2, 8)), h)
+    emb = FourierTimeEmbedding(num_frequencies=4, max_frequency=8.0, dim=6)
+    t = torch.linspace(0, 1, 101)
+    e = emb(t)
+    assert e.shape == (101, 6)
+    assert (e[1:] - e[:-1]).abs().max() < 0.2  # no high-frequency jumps between neighbours
+
+
+def test_film_modulates_when_trained() -> None:
+    film = FiLM(4, 2)
+    with torch.no_grad():
+        film.proj.weight.fill_(0.5)
+    h = torch.ones(2, 2)
+    out = film(h, torch.stack([torch.zeros(4), torch.ones(4)]))
+    assert not torch.allclose(out[0], out[1])
+
+
+# --------------------------------------------------------------------------- losses
+def test_kl_per_dim_known_values() -> None:
+    mu = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
+    sigma = torch.tensor([1.0, 0.5])
+    kl = kl_per_dim(mu, sigma)
+    expected = torch.tensor([[0.0, 0.5], [0.5 * (4 + 0.25 - 1) - math.log(0.5),
+                                          0.5 * (0.25 - 1) - math.log(0.5)]])
+    assert torch.allclose(kl, expected, atol=1e-6)
+
+
+def test_bce_is_summed_over_pixels() -> None:
+    x = (torch.rand(2, 1, 64, 64) > 0.5).float()
+    logits = torch.zeros(2, 1, 64, 64)
+    assert torch.allclose(bce_reconstruction(logits, x), torch.full((2,), 4096 * math.log(2)))
+
+
+@pytest.mark.parametrize("name", ["none", "inv_beta", "normalized"])
+def test_loss_weighting_has_mean_one(name: str) -> None:
+    w = LossWeighting(name, 0.1, 100.0)
+    t = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    beta = 0.1 * 1000.0 ** t
+    assert w(beta).double().mean().item() == pytest.approx(1.0, rel=1e-3)
+    if name != "none":
+        assert torch.all(torch.diff(w(beta)) < 0)
+
+
+def test_objective_matches_hand_computation() -> None:
+    cfg = tiny_cfg(loss_weighting="none")
+    model = build_vae(cfg, 1)
+    obj = VAEObjective(model, cfg)
+    x = (torch.rand(4, 1, 64, 64) > 0.8).float()
+    t = torch.tensor([0.0, 0.3, 0.6, 1.0])
+    eps = torch.randn(4, 3)
+    terms = obj(model, x, t, eps)
+    mu = model.encode(x, t)
+    z = mu + model.sigma(t)[:, None] * eps
+    rec = bce_reconstruction(model.decode(z, t), x)
+    kl = kl_per_dim(mu, model.sigma(t)).sum(1)
+    assert torch.allclose(terms.rec, rec, rtol=1e-5)
+    assert torch.allclose(terms.loss, (rec + model.beta(t) * kl).mean(), rtol=1e-5)
+
+
+def test_lpips_missing_weights_names_the_key(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="vae.lpips.weights_path"):
+        load_lpips(tmp_path / "absent.pth")
+    cfg = tiny_cfg(reconstruction="l1_lpips", lpips={"weights_path": str(tmp_path / "x.pth")})
+    with pytest.raises(FileNotFoundError, match="vae.lpips.weights_path"):
+        VAEObjective(build_vae(cfg, 3), cfg)
+
+
+def test_lpips_loads_a_local_backbone_and_runs(tmp_path) -> None:
+    import torchvision
+
+    # A random AlexNet: proves the offline loading path, not a real LPIPS value.
+    features = torchvision.models.alexnet(weights=None).features.state_dict()
+    path = tmp_path / "alexnet.pth"
+    torch.save({f"features.{k}": v for k, v in features.items()}, path)
+    net = load_lpips(path)
+    assert torch.equal(net.net.slice1[0].weight, features["0.weight"])
+    cfg = tiny_cfg(reconstruction="l1_lpips", lpips={"weights_path": str(path), "weight": 0.5})
+    model = build_vae(cfg, 1)
+    obj = VAEObjective(model, cfg)
+    terms = obj(model, torch.rand(2, 1, 64, 64), torch.rand(2), torch.randn(2, 3))
+    assert set(terms.parts) == {"l1", "lpips"}
+    assert torch.allclose(terms.rec, terms.parts["l1"] + 0.5 * 4096 * terms.parts["lpips"])
+
+
+def test_patch_gan_pieces() -> None:
+    disc = PatchDiscriminator(3, 8, 2)
+    x = torch.rand(2, 3, 64, 64)
+    logits = disc(x)
+    assert logits.ndim == 4 and logits.shape[1] == 1
+    assert hinge_d_loss(torch.full((2,), 2.0), torch.full((2,), -2.0)).item() == 0.0
+    w = torch.nn.Parameter(torch.ones(3))
+    weight = adaptive_gan_weight((3 * w).sum(), (w * 1.5).sum(), w)
+    assert weight.item() == pytest.approx(2.0, rel=1e-3)
+
+
+def test_from_arch_rejects_incomplete_arch() -> None:
+    from multibeta.utils.checkpoint import CheckpointError
+
+    arch = tiny_cfg().arch_dict(1)
+    del arch["latent_dim"]
+    with pytest.raises(CheckpointError, match="latent_dim"):
+        MultiBetaVAE.from_arch(arch)
+
+
+def test_schedule_values_monotone_inside_model() -> None:
+    model = build_vae(tiny_cfg(sigma_schedule="sinusoidal"), 1)
+    s = model.sigma(torch.linspace(0, 1, 11)).numpy()
+    assert np.all(np.diff(s) > 0)
