@@ -6,15 +6,21 @@ import os
 import sys
 from pathlib import Path
 
-_SRC = str(Path(workflow.basedir) / "src")
+_SRC = str(Path(workflow.main_snakefile).resolve().parent / "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 # Jobs (local or on a cluster node) inherit these: the package without installation, and
 # no HDF5 file locking, which fails on many shared filesystems (all our writes are atomic).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p
-)
+_PYTHONPATH = [p for p in os.getenv("PYTHONPATH", "").split(os.pathsep) if p and p != _SRC]
+os.environ["PYTHONPATH"] = os.pathsep.join([_SRC, *_PYTHONPATH])
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+
+# Passed on to jobs on remote/cluster nodes (set just above, so always present).
+envvars:
+    "PYTHONPATH",
+    "HDF5_USE_FILE_LOCKING",
+
 
 from multibeta.workflow.config import ConfigError
 from multibeta.workflow.experiments import canonical, dataset_id, expand_experiments
@@ -56,9 +62,30 @@ def section(*keys):
     return get
 
 
+def subsection(name, *keys):
+    """A params function returning only ``keys`` of config section ``name`` (canonical).
+
+    Scripts fill the remaining keys from the schema defaults, so a job reruns only when a
+    key it actually reads changes.
+    """
+
+    def get(wildcards):
+        node = cfg(wildcards)[name]
+        return canonical({key: node[key] for key in keys})
+
+    return get
+
+
+# What the reconstruction/disentanglement jobs read of the metrics section.
+LEVEL_METRIC_PARAMS = subsection(
+    "metrics", "seed", "levels", "lpips_weights", "download_timeout_s",
+    "reconstruction", "mig", "dci", "factorvae", "sap", "tad",
+)
+
+
 def out(*parts):
     """Path of an experiment output: results/<exp>/<parts...> (``{exp}`` stays a wildcard)."""
-    return "/".join((RESULTS, "{exp}") + parts)
+    return os.path.join(RESULTS, "{exp}", *parts)
 
 
 def dataset_path(wildcards):
@@ -123,3 +150,47 @@ def all_targets():
     if len(EXPERIMENTS) > 1:
         targets.append(f"{RESULTS}/sweep_report.md")
     return targets
+
+
+def run_model(wildcards):
+    """The diffusion checkpoint of the variant a sampling run uses."""
+    variant = sampling_run(wildcards)["variant"]
+    return f"{RESULTS}/{wildcards.exp}/diffusion/{variant}/model.pt"
+
+
+def feature_space_inputs(wildcards):
+    """The factor classifier, for the feature space that needs it."""
+    if wildcards.space == "factor_classifier":
+        return {"classifier": f"{RESULTS}/{wildcards.exp}/metrics/factor_classifier.pt"}
+    return {}
+
+
+def generation_inputs(wildcards):
+    spaces = cfg(wildcards)["metrics"]["generation"]["feature_spaces"]
+    inputs = {
+        f"reference_{space}": f"{RESULTS}/{wildcards.exp}/metrics/reference/{space}.pt"
+        for space in spaces
+    }
+    if "factor_classifier" in spaces:
+        inputs["classifier"] = f"{RESULTS}/{wildcards.exp}/metrics/factor_classifier.pt"
+    return inputs
+
+
+def report_inputs(wildcards):
+    exp = wildcards.exp
+    base = f"{RESULTS}/{exp}"
+    runs = run_names(exp)
+    inputs = {
+        "generation": [f"{base}/metrics/generation/{r}.json" for r in runs],
+        "sample_grids": [f"{base}/samples/{r}/grid.png" for r in runs],
+        "levels": f"{base}/metrics/levels.json",
+        "baselines": [f"{base}/metrics/baselines/beta{b}.json" for b in baseline_betas(exp)],
+        "vae_levels": f"{base}/vae/level_stats.json",
+        "vae_plots": [f"{base}/vae/plots/{p}.png" for p in
+                      ("loss_terms", "sigma_vs_beta", "kl_rec_vs_beta", "recon_grid")],
+        "figures": [f"{base}/figures/{f}.png" for f in ("sharpening", "traversal_dims", "traversal_pca")],
+        "diffusion_losses": [f"{base}/diffusion/{v}/loss_curves.png" for v in variants_of(exp)],
+    }
+    if "factor_classifier" in EXPERIMENTS[exp]["metrics"]["generation"]["feature_spaces"]:
+        inputs["classifier"] = f"{base}/metrics/factor_classifier.json"
+    return inputs

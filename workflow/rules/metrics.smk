@@ -27,7 +27,7 @@ rule train_factor_classifier:
         model=out("metrics", "factor_classifier.pt"),
         summary=out("metrics", "factor_classifier.json"),
     params:
-        metrics=section("metrics"),
+        metrics=subsection("metrics", "seed", "factor_classifier"),
     log:
         log_path("train_factor_classifier"),
     benchmark:
@@ -43,13 +43,6 @@ rule train_factor_classifier:
         "../scripts/train_factor_classifier.py"
 
 
-def feature_space_inputs(wildcards):
-    """The factor classifier, for the feature space that needs it."""
-    if wildcards.space == "factor_classifier":
-        return {"classifier": f"{RESULTS}/{wildcards.exp}/metrics/factor_classifier.pt"}
-    return {}
-
-
 rule reference_features:
     input:
         unpack(feature_space_inputs),
@@ -57,7 +50,7 @@ rule reference_features:
     output:
         features=out("metrics", "reference", "{space}.pt"),
     params:
-        metrics=section("metrics"),
+        metrics=subsection("metrics", "seed", "generation", "inception_weights", "download_timeout_s"),
     wildcard_constraints:
         space="inception|factor_classifier",
     log:
@@ -75,17 +68,6 @@ rule reference_features:
         "../scripts/reference_features.py"
 
 
-def generation_inputs(wildcards):
-    spaces = cfg(wildcards)["metrics"]["generation"]["feature_spaces"]
-    inputs = {
-        f"reference_{space}": f"{RESULTS}/{wildcards.exp}/metrics/reference/{space}.pt"
-        for space in spaces
-    }
-    if "factor_classifier" in spaces:
-        inputs["classifier"] = f"{RESULTS}/{wildcards.exp}/metrics/factor_classifier.pt"
-    return inputs
-
-
 rule generation_metrics:
     input:
         unpack(generation_inputs),
@@ -94,7 +76,7 @@ rule generation_metrics:
     output:
         metrics=out("metrics", "generation", "{run}.json"),
     params:
-        metrics=section("metrics"),
+        metrics=subsection("metrics", "seed", "generation", "inception_weights", "download_timeout_s"),
         run=sampling_run,
     log:
         log_path("generation_metrics", "run"),
@@ -119,7 +101,7 @@ rule level_metrics:
     output:
         metrics=out("metrics", "levels.json"),
     params:
-        metrics=section("metrics"),
+        metrics=LEVEL_METRIC_PARAMS,
     log:
         log_path("level_metrics"),
     benchmark:
@@ -143,7 +125,7 @@ rule baseline_metrics:
     output:
         metrics=out("metrics", "baselines", "beta{beta}.json"),
     params:
-        metrics=section("metrics"),
+        metrics=LEVEL_METRIC_PARAMS,
     log:
         log_path("baseline_metrics", "beta"),
     benchmark:

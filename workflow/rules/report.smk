@@ -2,26 +2,6 @@
 # and a combined table when a sweep runs several experiments.
 
 
-def report_inputs(wildcards):
-    exp = wildcards.exp
-    base = f"{RESULTS}/{exp}"
-    runs = run_names(exp)
-    inputs = {
-        "generation": [f"{base}/metrics/generation/{r}.json" for r in runs],
-        "sample_grids": [f"{base}/samples/{r}/grid.png" for r in runs],
-        "levels": f"{base}/metrics/levels.json",
-        "baselines": [f"{base}/metrics/baselines/beta{b}.json" for b in baseline_betas(exp)],
-        "vae_levels": f"{base}/vae/level_stats.json",
-        "vae_plots": [f"{base}/vae/plots/{p}.png" for p in
-                      ("loss_terms", "sigma_vs_beta", "kl_rec_vs_beta", "recon_grid")],
-        "figures": [f"{base}/figures/{f}.png" for f in ("sharpening", "traversal_dims", "traversal_pca")],
-        "diffusion_losses": [f"{base}/diffusion/{v}/loss_curves.png" for v in variants_of(exp)],
-    }
-    if "factor_classifier" in EXPERIMENTS[exp]["metrics"]["generation"]["feature_spaces"]:
-        inputs["classifier"] = f"{base}/metrics/factor_classifier.json"
-    return inputs
-
-
 rule report:
     input:
         unpack(report_inputs),
@@ -30,7 +10,8 @@ rule report:
         markdown=report(out("report", "report.md"), category="Report"),
         curves=report(out("report", "metrics_vs_beta.png"), category="Report"),
     params:
-        config=lambda w: canonical(cfg(w)),
+        # everything but `compute`, which never changes results
+        config=lambda w: canonical({k: v for k, v in cfg(w).items() if k != "compute"}),
         benchmarks=lambda w: f"{RESULTS}/{w.exp}/benchmarks",
     log:
         log_path("report"),

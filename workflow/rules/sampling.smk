@@ -1,12 +1,6 @@
 # Sampling: one job per entry of sampling.runs, plus sharpening and latent traversals.
 
 
-def run_model(wildcards):
-    """The diffusion checkpoint of the variant a sampling run uses."""
-    variant = sampling_run(wildcards)["variant"]
-    return f"{RESULTS}/{wildcards.exp}/diffusion/{variant}/model.pt"
-
-
 rule sample:
     input:
         diffusion=run_model,

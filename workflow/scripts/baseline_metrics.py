@@ -3,6 +3,7 @@
 import logging
 
 from multibeta.metrics.config import MetricsConfig
+from multibeta.workflow.config import section_defaults
 from multibeta.metrics.levels import evaluate_vae_at
 from multibeta.models.vae import load_vae
 from multibeta.utils.io import write_json
@@ -13,7 +14,7 @@ logger = logging.getLogger("multibeta.rules.baseline_metrics")
 
 def main(smk) -> None:
     runtime = start_job(smk)
-    cfg = MetricsConfig.from_section(smk.params.metrics)
+    cfg = MetricsConfig.from_section(section_defaults("metrics", smk.params.metrics))
     beta = float(smk.wildcards.beta)
     baseline, _ = load_vae(smk.input.baseline, map_location=runtime.device)
     multibeta, _ = load_vae(smk.input.vae, map_location=runtime.device)

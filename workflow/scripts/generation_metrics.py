@@ -4,6 +4,7 @@ import json
 import logging
 
 from multibeta.metrics.config import MetricsConfig
+from multibeta.workflow.config import section_defaults
 from multibeta.metrics.fidelity import compute_fidelity, feature_space
 from multibeta.sampling.store import read_samples
 from multibeta.utils.io import write_json
@@ -14,7 +15,7 @@ logger = logging.getLogger("multibeta.rules.generation_metrics")
 
 def main(smk) -> None:
     runtime = start_job(smk)
-    cfg = MetricsConfig.from_section(smk.params.metrics)
+    cfg = MetricsConfig.from_section(section_defaults("metrics", smk.params.metrics))
     images = read_samples(smk.input.samples)["images"]
     with open(smk.input.timing) as fh:
         timing = json.load(fh)

@@ -4,6 +4,7 @@ import logging
 
 from multibeta.cache.latent_cache import LatentCache
 from multibeta.metrics.config import MetricsConfig
+from multibeta.workflow.config import section_defaults
 from multibeta.metrics.levels import evaluate_cache_levels
 from multibeta.models.vae import load_vae
 from multibeta.utils.io import file_sha256, write_json
@@ -14,7 +15,7 @@ logger = logging.getLogger("multibeta.rules.level_metrics")
 
 def main(smk) -> None:
     runtime = start_job(smk)
-    cfg = MetricsConfig.from_section(smk.params.metrics)
+    cfg = MetricsConfig.from_section(section_defaults("metrics", smk.params.metrics))
     cache = LatentCache(smk.input.cache)
     cache.check_vae(file_sha256(smk.input.vae))
     vae, _ = load_vae(smk.input.vae, map_location=runtime.device)

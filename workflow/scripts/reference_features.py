@@ -3,6 +3,7 @@
 import logging
 
 from multibeta.metrics.config import MetricsConfig
+from multibeta.workflow.config import section_defaults
 from multibeta.metrics.fidelity import build_reference_features, feature_space, reference_images
 from multibeta.workflow.jobs import start_job
 
@@ -11,7 +12,7 @@ logger = logging.getLogger("multibeta.rules.reference_features")
 
 def main(smk) -> None:
     runtime = start_job(smk)
-    cfg = MetricsConfig.from_section(smk.params.metrics)
+    cfg = MetricsConfig.from_section(section_defaults("metrics", smk.params.metrics))
     space = feature_space(
         smk.wildcards.space, cfg, factor_classifier_path=smk.input.get("classifier")
     )

@@ -4,6 +4,7 @@ import logging
 
 from multibeta.data.h5io import ImageDataset
 from multibeta.metrics.config import MetricsConfig
+from multibeta.workflow.config import section_defaults
 from multibeta.metrics.factor_classifier import train_factor_classifier
 from multibeta.utils.io import write_json
 from multibeta.workflow.jobs import start_job
@@ -13,7 +14,7 @@ logger = logging.getLogger("multibeta.rules.train_factor_classifier")
 
 def main(smk) -> None:
     runtime = start_job(smk)
-    cfg = MetricsConfig.from_section(smk.params.metrics)
+    cfg = MetricsConfig.from_section(section_defaults("metrics", smk.params.metrics))
     dataset = ImageDataset(smk.input.dataset, split="train")
     meta = dataset.metadata
     summary = train_factor_classifier(

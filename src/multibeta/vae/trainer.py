@@ -265,7 +265,9 @@ class VAETrainer:
             return torch.full((1,), self.fixed_t)
         u = torch.rand(n, generator=self.generator)
         if self.cfg.t_sampling == "stratified":
-            return (torch.arange(n, dtype=torch.float32) + u) / n
+            # shuffled strata: batch indices are sorted, so t must not follow their order
+            strata = torch.randperm(n, generator=self.generator).to(torch.float32)
+            return (strata + u) / n
         return u
 
     # ---- one step --------------------------------------------------------------------

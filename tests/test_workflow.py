@@ -1,0 +1,44 @@
+"""The Snakemake workflow itself: lint, DAG of the default config, config errors before any job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smk import REPO, TINY, load_yaml, planned_jobs, snakemake, write_config
+
+
+def test_lint_is_clean(tmp_path: Path) -> None:
+    proc = snakemake(REPO, "--lint", timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "good condition" in proc.stdout + proc.stderr
+
+
+def test_default_config_dag(tmp_path: Path) -> None:
+    jobs = planned_jobs(tmp_path, REPO / "config.yaml")
+    for rule in ("prepare_data", "train_vae", "cache_latents", "train_diffusion", "sample",
+                 "sharpen", "traverse", "level_metrics", "generation_metrics", "report"):
+        assert jobs[rule] >= 1, (rule, jobs)
+    assert jobs["train_diffusion"] == 3  # multibeta, noise_only, standard_ldm
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        ({"vae": {"stepz": 10}}, "stepz"),
+        ({"vae": {"steps": -1}}, "vae.steps"),
+        ({"diffusion": {"weighting": "sometimes"}}, "diffusion.weighting"),
+        ({"sampling": {"runs": [{"name": "bad name!"}]}}, "sampling.runs.0.name"),
+        ({"cache": {"dtype": "int8"}}, "cache.dtype"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path: Path, edit: dict, key: str) -> None:
+    config = load_yaml(TINY)
+    for section, values in edit.items():
+        config[section] = {**config.get(section, {}), **values}
+    path = write_config(tmp_path / "bad.yaml", config)
+    proc = snakemake(tmp_path, "-n", configfile=path, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert key in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
