@@ -38,9 +38,12 @@ PROFILE = REPO / "profiles" / "slurm"
 RUN_TIMEOUT = int(os.environ.get("MULTIBETA_SLURM_TIMEOUT", "1200"))
 EXPERIMENT = "slurm_check"
 ENABLE_HINT = "run `bash .ci/slurm_up.sh` as root, or set MULTIBETA_SLURM=1 in CI"
-# Metric keys whose values legitimately differ between two runs (timings, machines, paths,
-# versions, dates). A key containing any of these is skipped together with everything below it.
-IGNORED_KEY_PARTS = ("time", "seconds", "per_s", "host", "path", "versions", "elapsed", "date")
+# Metric keys whose values legitimately differ between two runs (timings and memory use from
+# the benchmarks, machines, paths, versions, dates). A key containing any of these is skipped
+# together with everything below it.
+IGNORED_KEY_PARTS = (
+    "time", "timing", "seconds", "per_s", "elapsed", "rss", "host", "path", "versions", "date"
+)
 USABLE_NODE_STATES = {"idle", "mixed", "allocated", "completing"}
 
 
@@ -196,6 +199,7 @@ def test_numeric_leaves_skip_timings_hosts_paths_and_versions() -> None:
     metrics = {
         "fid": 12.5,
         "mig": {"score": 0.25, "elapsed_s": 3.0},
+        "timings": {"train_vae": {"max_rss_mb": 900.0, "seconds": 8.2}},
         "sampling": [{"steps": 10, "time_per_image": 0.1, "images_per_s": 50.0}],
         "hostname": "node1",
         "checkpoint_path": "/x",
