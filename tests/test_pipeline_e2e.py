@@ -104,3 +104,20 @@ def test_config_edit_reruns_exactly_the_dependent_steps(
     edit(edited)
     path = write_config(workdir / "edited.yaml", edited)
     assert planned_jobs(workdir, path) == collections.Counter(expected), name
+
+
+def test_sweep_shares_the_dataset_and_compares_experiments(tiny_run: tuple[Path, dict[str, Any]]) -> None:
+    """A two-experiment sweep (the tiny experiment, already run, plus one more seed)."""
+    workdir, config = tiny_run
+    swept = copy.deepcopy(config)
+    swept["sweep"] = [{"name": "tiny-seed1", "overrides": {"vae.seed": 1, "diffusion.seed": 1}}]
+    path = write_config(workdir / "sweep.yaml", swept)
+    jobs = planned_jobs(workdir, path)
+    assert jobs["prepare_data"] == 0 and jobs["train_vae"] == 1 and jobs["sweep_report"] == 1
+    snakemake(workdir, "--cores", "2", "--resources", "gpu=1", configfile=path, timeout=1200)
+    results = workdir / "results"
+    for exp in (config["experiment"], "tiny-seed1"):
+        assert (results / exp / "report" / "report.md").exists()
+    assert len(list((results / "datasets").iterdir())) == 1
+    table = (results / "sweep_report.md").read_text()
+    assert "| tiny |" in table and "| tiny-seed1 |" in table
