@@ -19,7 +19,7 @@ rule train_diffusion:
     resources:
         gpu=gpu_jobs(),
         mem_mb=8000,
-        runtime=240,
+        runtime=1440,  # minutes; training resumes from its checkpoint if a job is cut off
     conda:
         ENV
     script:

@@ -17,7 +17,7 @@ rule train_vae:
     resources:
         gpu=gpu_jobs(),
         mem_mb=8000,
-        runtime=240,
+        runtime=1440,  # minutes; training resumes from its checkpoint if a job is cut off
     conda:
         ENV
     script:
@@ -67,7 +67,7 @@ rule train_vae_baseline:
     resources:
         gpu=gpu_jobs(),
         mem_mb=8000,
-        runtime=240,
+        runtime=1440,  # minutes; training resumes from its checkpoint if a job is cut off
     conda:
         ENV
     script:

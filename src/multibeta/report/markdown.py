@@ -109,8 +109,10 @@ def render_report(doc: dict[str, Any], *, out_path: str | os.PathLike, figures: 
         "",
         "## Generation",
         "",
-        "FD/KID of each sampling run against the prepared training images. The domain feature "
-        "space is the pipeline's factor classifier (no download); Inception is torch-fidelity's.",
+        "FD/KID of each sampling run against the prepared training images"
+        + (" (domain = the pipeline's factor classifier's feature space, no download)"
+           if any("factor_classifier" in run for run in doc["generation"].values()) else "")
+        + ".",
         "",
         generation_table(doc["generation"]),
     ]
