@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/snakemake --cores $(CORES) --resources gpu=$(GPUS) --configfile $(CONFIG)
+	$(VENV)/bin/snakemake --cores $(CORES) --resources gpu=$(GPUS) --rerun-incomplete --configfile $(CONFIG)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

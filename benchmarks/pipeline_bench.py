@@ -147,12 +147,14 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO / "config.yaml"))
-    parser.add_argument("--experiment", default="bench")
+    parser.add_argument("--experiment", default=None,
+                        help="experiment name (default: the config's own, so finished steps are reused)")
     parser.add_argument("--cores", default="2")
     parser.add_argument("--baselines", type=float, nargs="+", default=[0.3, 3.0, 10.0, 30.0])
     parser.add_argument("--n-samples", type=int, default=1000)
     args = parser.parse_args()
     base = yaml.safe_load(Path(args.config).read_text())
+    args.experiment = args.experiment or resolve_config(base)["experiment"]
     cfg = bench_config(base, experiment=args.experiment, baselines=args.baselines, n_samples=args.n_samples)
     resolved = resolve_config(cfg)
     cfg_path = OUT_DIR / f"{args.experiment}.config.yaml"

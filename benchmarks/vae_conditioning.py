@@ -37,7 +37,7 @@ OUT = Path(__file__).resolve().parent / "results" / "vae_conditioning.json"
 
 
 def machine_info() -> dict:
-    """CPU model, core count and load while the benchmark ran."""
+    """CPU model, core count and the 1-minute load average (other processes share the CPU)."""
     model = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -93,6 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    load_start = os.getloadavg()[0]
     cfg = VAEConfig.from_section(section_defaults("vae", {"batch_size": args.batch_size}))
     images = torch.from_numpy(generate_dsprites(4096, seed=0, progress=False).images)
     runs = []
@@ -112,7 +113,7 @@ def main() -> None:
         "warmup": args.warmup,
         "arch": cfg.arch_dict(1),
         "runs": runs,
-        "machine": machine_info(),
+        "machine": {**machine_info(), "loadavg_1m_start": load_start},
         "versions": collect_versions(),
     }, args.out)
     logger.info("wrote %s", args.out)

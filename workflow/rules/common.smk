@@ -76,6 +76,18 @@ def subsection(name, *keys):
     return get
 
 
+def section_without(name, *keys):
+    """A params function returning config section ``name`` minus ``keys`` (canonical)."""
+
+    def get(wildcards):
+        return canonical({k: v for k, v in cfg(wildcards)[name].items() if k not in keys})
+
+    return get
+
+
+# What VAE training reads: not the list of baselines, nor the held-out evaluation settings.
+VAE_TRAIN_PARAMS = section_without("vae", "baseline_betas", "evaluation")
+
 # What the reconstruction/disentanglement jobs read of the metrics section.
 LEVEL_METRIC_PARAMS = subsection(
     "metrics", "seed", "levels", "lpips_weights", "download_timeout_s",

@@ -8,7 +8,7 @@ rule train_vae:
         model=out("vae", "model.pt"),
         log_csv=out("vae", "train_log.csv"),
     params:
-        vae=section("vae"),
+        vae=VAE_TRAIN_PARAMS,
     log:
         log_path("train_vae"),
     benchmark:
@@ -58,7 +58,7 @@ rule train_vae_baseline:
         model=out("vae_baselines", "beta{beta}", "model.pt"),
         log_csv=out("vae_baselines", "beta{beta}", "train_log.csv"),
     params:
-        vae=section("vae"),
+        vae=VAE_TRAIN_PARAMS,
     log:
         log_path("train_vae_baseline", "beta"),
     benchmark:

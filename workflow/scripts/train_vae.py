@@ -10,6 +10,7 @@ from pathlib import Path
 from multibeta.utils.checkpoint import CheckpointMismatchError
 from multibeta.vae.config import VAEConfig
 from multibeta.vae.trainer import train_vae
+from multibeta.workflow.config import section_defaults
 from multibeta.workflow.jobs import start_job
 
 logger = logging.getLogger("multibeta.rules.train_vae")
@@ -17,7 +18,7 @@ logger = logging.getLogger("multibeta.rules.train_vae")
 
 def main(smk) -> None:
     runtime = start_job(smk)
-    section = dict(smk.params.vae)
+    section = section_defaults("vae", dict(smk.params.vae))
     if "beta" in smk.wildcards.keys():  # train_vae_baseline: the same architecture at one beta
         section["fixed_beta"] = float(smk.wildcards.beta)
     cfg = VAEConfig.from_section(section)
