@@ -21,9 +21,11 @@ from multibeta.workflow.config import section_defaults
 CPU = select_runtime("cpu", "fp32")
 
 # Small but real: the trade-off test needs a network that learns something in ~250 steps.
+# With this setup the monotonicity checks below held for each of 8 seeds tried (0..7).
 SMALL = {
     "latent_dim": 4, "batch_size": 32, "lr": 2e-3, "warmup_steps": 20, "log_every": 25,
     "checkpoint_every": 10_000, "beta_min": 1.0, "beta_max": 300.0, "ema_decay": 0.0,
+    "loss_weighting": "normalized", "t_sampling": "stratified", "sigma_schedule": "sinusoidal",
     "arch": {"channels": [8, 16, 16, 32], "hidden_dim": 64, "time_embed_dim": 32},
 }
 TINY = {
@@ -118,7 +120,7 @@ def test_plots_are_written(trained) -> None:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(out["levels"]["t"]) == 4 and out["levels"]["num_images"] == 32
     gap = out["prior_gap"]
-    assert gap["gaussian_kl_to_prior"] >= 0 and gap["sigma"] == pytest.approx(0.999, rel=1e-4)
+    assert gap["gaussian_kl_to_prior"] >= 0 and gap["sigma"] == pytest.approx(1.0)
     assert gap["num_images"] == 32
 
 

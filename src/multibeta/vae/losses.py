@@ -23,7 +23,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,8 +38,9 @@ logger = logging.getLogger(__name__)
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
 
-LOSS_WEIGHTINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "none": lambda beta: np.ones_like(beta),
+#: w_vae as a function of β (numpy arrays or tensors), before normalisation.
+LOSS_WEIGHTINGS: dict[str, Callable[[Any], Any]] = {
+    "none": lambda beta: beta * 0.0 + 1.0,
     "inv_beta": lambda beta: 1.0 / beta,
     "normalized": lambda beta: 1.0 / (1.0 + beta),
 }
@@ -65,14 +66,7 @@ class LossWeighting:
 
     def __call__(self, beta: torch.Tensor) -> torch.Tensor:
         """Weights ``[N]`` for β ``[N]`` (float32)."""
-        b = beta.double()
-        if self.name == "none":
-            w = torch.ones_like(b)
-        elif self.name == "inv_beta":
-            w = 1.0 / b
-        else:
-            w = 1.0 / (1.0 + b)
-        return (w / self.norm).float()
+        return (self._fn(beta.double()) / self.norm).float()
 
 
 def kl_per_dim(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -237,7 +231,10 @@ class VAEObjective(nn.Module):
 
     def forward(self, model: MultiBetaVAE, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
                 ) -> LossTerms:
-        """Loss of images ``x`` ``[N, C, 64, 64]`` at levels ``t`` ``[N]`` (or ``[1]``), noise ``eps`` ``[N, d]``."""
+        """Loss of images ``x`` ``[N, C, 64, 64]`` at levels ``t`` ``[N]`` (or ``[1]``).
+
+        ``eps`` ``[N, d]`` is the standard normal noise of z_t = μ_t + σ_t ε.
+        """
         mu, sigma, logits = model(x, t, eps)
         beta = model.beta(t)
         kld = kl_per_dim(mu, sigma)

@@ -91,9 +91,13 @@ def plot_sigma_vs_beta(model: MultiBetaVAE, out_png: str | os.PathLike, *, point
     ax.set_ylim(0.0, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    top = ax.secondary_xaxis(
-        "top", functions=(lambda b: np.log(np.clip(b, 1e-30, None) / model.beta_min) / model.log_beta_ratio,
-                          lambda tt: model.beta_min * np.exp(np.clip(tt, -50, 50) * model.log_beta_ratio)))
+    top = ax.twiny()  # t of the same points (β is log-linear in t)
+    top.set_xscale("log")
+    top.set_xlim(ax.get_xlim())
+    t_ticks = np.linspace(0.0, 1.0, 5)
+    top.set_xticks(model.beta_min * np.exp(t_ticks * model.log_beta_ratio))
+    top.set_xticklabels([f"{v:g}" for v in t_ticks])
+    top.minorticks_off()
     top.set_xlabel("t")
     return _save(fig, out_png)
 
@@ -103,9 +107,9 @@ def plot_kl_rec_vs_beta(ev: LevelEvaluation, out_png: str | os.PathLike) -> Path
     fig = Figure(figsize=(10.0, 3.6))
     ax = fig.add_subplot(1, 2, 1)
     for j in range(ev.kl_per_dim.shape[1]):
-        ax.plot(ev.beta, ev.kl_per_dim[:, j], marker=".", lw=1, label=f"z{j}")
+        ax.plot(ev.beta, np.maximum(ev.kl_per_dim[:, j], 1e-5), marker=".", lw=1, label=f"z{j}")
     ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=1e-2)
+    ax.set_yscale("log")
     ax.set_xlabel("beta")
     ax.set_ylabel("KL per dimension (nats)")
     ax.set_title(f"KL per latent dimension ({ev.num_images} held-out images)")
