@@ -107,6 +107,7 @@ class MetricsConfig:
 
     seed: int
     levels: tuple[float, ...] | None
+    rotations: tuple[str, ...]
     weights_dir: str
     inception_weights: str | None
     lpips_weights: str | None
@@ -129,6 +130,7 @@ class MetricsConfig:
         return cls(
             seed=int(section["seed"]),
             levels=None if levels is None else tuple(float(v) for v in levels),
+            rotations=tuple(section["rotations"]),
             weights_dir=str(section["weights_dir"]),
             inception_weights=section["inception_weights"],
             lpips_weights=section["lpips_weights"],
@@ -147,6 +149,7 @@ class MetricsConfig:
         """A JSON-friendly dict (tuples as lists), e.g. to record with results."""
         d = asdict(self)
         d["levels"] = None if self.levels is None else list(self.levels)
+        d["rotations"] = list(self.rotations)
         d["generation"]["feature_spaces"] = list(self.generation.feature_spaces)
         return d
 

@@ -64,12 +64,29 @@ def level_metrics(
         originals, reconstructions, lpips_model=lpips_model,
         batch_size=cfg.reconstruction.batch_size, runtime=runtime,
     ))
-    if labels.factor_classes is not None or labels.attributes is not None:
-        out.update(compute_disentanglement(
-            codes, cfg, factor_classes=labels.factor_classes, factor_names=labels.factor_names,
-            attributes=labels.attributes, attribute_names=labels.attribute_names,
-        ))
+    if labels.factor_classes is None and labels.attributes is None:
+        return out
+    for rotation in cfg.rotations:
+        scores = compute_disentanglement(
+            rotate(codes, rotation), cfg, factor_classes=labels.factor_classes,
+            factor_names=labels.factor_names, attributes=labels.attributes,
+            attribute_names=labels.attribute_names,
+        )
+        prefix = "" if rotation == "identity" else f"{rotation}_"
+        out.update({f"{prefix}{key}": value for key, value in scores.items()})
     return out
+
+
+def rotate(codes: np.ndarray, rotation: str) -> np.ndarray:
+    """``codes`` [N, d] in the basis ``rotation``: ``identity``, or ``pca`` (centred, projected
+    onto the principal axes in order of decreasing variance; no rescaling, no labels used)."""
+    if rotation == "identity":
+        return codes
+    if rotation == "pca":
+        centred = codes.astype(np.float64) - codes.mean(axis=0)
+        _, _, vh = np.linalg.svd(centred, full_matrices=False)
+        return (centred @ vh.T).astype(np.float32)
+    raise ValueError(f"unknown rotation {rotation!r}; use identity or pca")
 
 
 @torch.no_grad()

@@ -20,11 +20,13 @@ LEVEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("dci_informativeness", "DCI-I", "{:.3f}"),
     ("factorvae_score", "FactorVAE", "{:.3f}"),
     ("sap", "SAP", "{:.3f}"),
+    ("pca_mig", "MIG (PCA)", "{:.3f}"),
+    ("pca_factorvae_score", "FactorVAE (PCA)", "{:.3f}"),
     ("tad", "TAD", "{:.3f}"),
     ("tad_attributes", "TAD attrs", "{:.1f}"),
 )
 #: Disentanglement keys used to pick the "best level" (first present wins).
-BEST_LEVEL_KEYS = ("factorvae_score", "mig", "tad")
+BEST_LEVEL_KEYS = ("factorvae_score", "mig", "pca_factorvae_score", "pca_mig", "tad")
 
 
 def _fmt(value: Any, fmt: str) -> str:
@@ -68,13 +70,20 @@ def level_table(levels: list[dict[str, Any]]) -> str:
     return table([c[1] for c in present], ([_fmt(lvl.get(c[0]), c[2]) for c in present] for lvl in levels))
 
 
-def best_level(levels: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
-    """The level with the highest disentanglement score (and the key used)."""
+def best_levels(levels: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """For each disentanglement score present, the level where it is highest."""
+    out = []
     for key in BEST_LEVEL_KEYS:
         scored = [lvl for lvl in levels if lvl.get(key) is not None]
         if scored:
-            return key, max(scored, key=lambda lvl: lvl[key])
-    return None
+            out.append((key, max(scored, key=lambda lvl: lvl[key])))
+    return out
+
+
+def best_level(levels: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """The level with the highest score of the first disentanglement metric present."""
+    found = best_levels(levels)
+    return found[0] if found else None
 
 
 def baseline_table(baselines: dict[str, Any]) -> str:
@@ -122,11 +131,11 @@ def render_report(doc: dict[str, Any], *, out_path: str | os.PathLike, figures: 
                   "(mean over factors)."]
     levels = doc["levels"]["levels"]
     parts += ["", "## Reconstruction and disentanglement per level", "", level_table(levels)]
-    best = best_level(levels)
+    best = best_levels(levels)
     if best:
-        key, lvl = best
-        parts += ["", f"Best level by {key}: t = {lvl['t']:.3f} (β = {lvl['beta']:.3g}), {key} = {lvl[key]:.3f}; "
-                  f"at t = {levels[0]['t']:.3f}: {key} = {_fmt(levels[0].get(key), '{:.3f}')}."]
+        parts += ["", "| score | best level t | β there | best value | value at t = 0 |", "|---|---|---|---|---|"]
+        parts += [f"| {key} | {lvl['t']:.3f} | {lvl['beta']:.3g} | {lvl[key]:.3f} | {_fmt(levels[0].get(key), '{:.3f}')} |"
+                  for key, lvl in best]
     if doc.get("baselines"):
         parts += ["", "## Multi-β VAE against fixed-β VAEs", "", baseline_table(doc["baselines"])]
     if figures:
