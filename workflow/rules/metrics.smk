@@ -106,9 +106,9 @@ rule level_metrics:
         log_path("level_metrics"),
     benchmark:
         bench_path("level_metrics")
+    # scikit-learn estimators on CPU; the VAE decode/encode here is small, so no GPU is held
     threads: COMPUTE["cpu_threads"]
     resources:
-        gpu=gpu_jobs(),
         mem_mb=8000,
         runtime=60,
     conda:
@@ -130,9 +130,9 @@ rule baseline_metrics:
         log_path("baseline_metrics", "beta"),
     benchmark:
         bench_path("baseline_metrics", "beta")
+    # scikit-learn estimators on CPU; the VAE decode/encode here is small, so no GPU is held
     threads: COMPUTE["cpu_threads"]
     resources:
-        gpu=gpu_jobs(),
         mem_mb=8000,
         runtime=60,
     conda:
