@@ -42,3 +42,9 @@ def test_bad_config_stops_before_any_job(tmp_path: Path, edit: dict, key: str) -
     assert proc.returncode != 0
     assert key in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_full_scale_dsprites_config_plans_every_stage(tmp_path: Path) -> None:
+    jobs = planned_jobs(tmp_path, REPO / "configs" / "dsprites_full.yaml")
+    assert jobs["train_vae_baseline"] == 4 and jobs["baseline_metrics"] == 4
+    assert jobs["sample"] == 5 and jobs["train_diffusion"] == 3 and jobs["report"] == 1
