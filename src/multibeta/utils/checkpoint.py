@@ -36,12 +36,13 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
         torch.save(state, tmp)
 
 
-def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+def diff_configs(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """One line per differing (nested, dotted) key: what the checkpoint has vs what is asked."""
     diffs = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, "<missing>"), b.get(key, "<missing>")
         if isinstance(va, dict) and isinstance(vb, dict):
-            diffs += _diff_keys(va, vb, f"{prefix}{key}.")
+            diffs += diff_configs(va, vb, f"{prefix}{key}.")
         elif va != vb:
             diffs.append(f"{prefix}{key}: checkpoint has {va!r}, config asks for {vb!r}")
     return diffs
@@ -74,7 +75,7 @@ def load_checkpoint(
         found = state.get("kind") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a '{kind}' checkpoint (found {found!r}).")
     if arch is not None:
-        diffs = _diff_keys(state.get("arch", {}), arch)
+        diffs = diff_configs(state.get("arch", {}), arch)
         if diffs:
             raise CheckpointMismatchError(
                 f"{path} was written for another architecture/config:\n  - "

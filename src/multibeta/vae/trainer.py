@@ -35,7 +35,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from multibeta.models.vae import MultiBetaVAE, build_vae
-from multibeta.utils.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from multibeta.utils.checkpoint import (
+    CheckpointMismatchError, diff_configs, load_checkpoint, save_checkpoint,
+)
 from multibeta.utils.device import Runtime
 from multibeta.utils.io import write_text
 from multibeta.utils.seeding import rng_state, seed_everything, set_rng_state
@@ -145,17 +147,6 @@ def lr_factor(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _flat_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "vae.") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, "<missing>"), new.get(key, "<missing>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _flat_diff(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: checkpoint has {a!r}, config asks for {b!r}")
-    return out
 
 
 @dataclass
@@ -401,7 +392,7 @@ class VAETrainer:
     def check_config(self, state: dict[str, Any], path: Path) -> None:
         """Raise CheckpointMismatchError if ``state`` was trained with another config."""
         old = {k: v for k, v in state.get("config", {}).items() if k not in NON_TRAINING_KEYS}
-        diffs = _flat_diff(old, self.cfg.training_dict())
+        diffs = diff_configs(old, self.cfg.training_dict(), prefix="vae.")
         if diffs:
             raise CheckpointMismatchError(
                 f"{path} was written with another vae config:\n  - " + "\n  - ".join(diffs)
