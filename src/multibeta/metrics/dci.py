@@ -28,6 +28,8 @@ Scores from different estimators are not interchangeable; the estimator is recor
 
 from __future__ import annotations
 
+import os
+
 import logging
 from typing import Sequence
 
@@ -56,6 +58,14 @@ LOGISTIC_MAX_ITER = 1000
 ESTIMATOR_IDS: dict[str, int] = {"gbt": 0, "random_forest": 1, "logistic": 2}
 
 
+def available_cores() -> int:
+    """Cores this process may use (the job's CPU allocation on SLURM, all cores locally)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not available on macOS
+        return max(1, os.cpu_count() or 1)
+
+
 def _fit_importance(
     estimator: DciEstimator, x: np.ndarray, y: np.ndarray, random_state: int,
 ) -> tuple[np.ndarray, object]:
@@ -66,7 +76,8 @@ def _fit_importance(
         return np.abs(model.feature_importances_), model
     if estimator == "random_forest":
         model = RandomForestClassifier(
-            n_estimators=RF_TREES, max_depth=RF_MAX_DEPTH, max_features=None, random_state=random_state, n_jobs=1,
+            n_estimators=RF_TREES, max_depth=RF_MAX_DEPTH, max_features=None, random_state=random_state,
+            n_jobs=available_cores(),  # trees are seeded up front: results do not depend on n_jobs
         )
         model.fit(x, y)
         return np.abs(model.feature_importances_), model
