@@ -22,6 +22,8 @@ from multibeta.data.h5io import read_images, read_metadata
 from multibeta.metrics.config import MetricsConfig, select_levels
 from multibeta.metrics.disentanglement import compute_disentanglement
 from multibeta.metrics.reconstruction import compute_reconstruction, load_lpips, wants_lpips
+from multibeta.sampling.edit import encode_images
+from multibeta.sampling.samplers import decode_latents
 from multibeta.utils.device import Runtime
 
 logger = logging.getLogger(__name__)
@@ -89,28 +91,6 @@ def rotate(codes: np.ndarray, rotation: str) -> np.ndarray:
     raise ValueError(f"unknown rotation {rotation!r}; use identity or pca")
 
 
-@torch.no_grad()
-def _decode(vae: torch.nn.Module, codes: np.ndarray, t: float, runtime: Runtime, batch: int) -> torch.Tensor:
-    out = []
-    for lo in range(0, len(codes), batch):
-        z = torch.as_tensor(codes[lo : lo + batch], device=runtime.device, dtype=torch.float32)
-        tt = torch.full((len(z),), t, device=runtime.device)
-        with runtime.autocast():
-            out.append(vae.decode_image(z, tt).float().cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def _encode(vae: torch.nn.Module, images: np.ndarray, t: float, runtime: Runtime, batch: int) -> np.ndarray:
-    out = []
-    for lo in range(0, len(images), batch):
-        x = torch.as_tensor(images[lo : lo + batch], device=runtime.device).float() / 255.0
-        tt = torch.full((len(x),), t, device=runtime.device)
-        with runtime.autocast():
-            out.append(vae.encode(x, tt).float().cpu().numpy())
-    return np.concatenate(out)
-
-
 
 def evaluate_cache_levels(
     cache: Any, vae: torch.nn.Module, dataset_path: str | os.PathLike, cfg: MetricsConfig, runtime: Runtime,
@@ -129,7 +109,8 @@ def evaluate_cache_levels(
     for k in select_levels(np.asarray(cache.t), cfg.levels):
         t = float(cache.t[k])
         codes = cache.level(int(k))
-        recon = _decode(vae, codes[recon_cache_rows], t, runtime, cfg.reconstruction.batch_size)
+        recon = decode_latents(vae.decode_image, torch.as_tensor(codes[recon_cache_rows]), t=t,
+                               batch_size=cfg.reconstruction.batch_size, device=runtime, progress=False)
         entry = {"t": t, "beta": float(cache.beta[k]), "sigma": float(cache.sigma[k])}
         entry.update(level_metrics(codes, labels, originals, recon, cfg, lpips_model=lpips_model,
                                    runtime=runtime))
@@ -149,8 +130,10 @@ def evaluate_vae_at(
     rows = np.sort(rng.choice(n, size=min(n_codes, n), replace=False))
     labels = Labels.from_dataset(dataset_path, rows)
     images = read_images(dataset_path, rows)
-    codes = _encode(vae, images, t, runtime, cfg.reconstruction.batch_size)
+    codes = encode_images(vae.encode, torch.as_tensor(images).float() / 255.0, t,
+                          batch_size=cfg.reconstruction.batch_size, device=runtime).numpy()
     m = min(cfg.reconstruction.n_images, len(rows))
-    recon = _decode(vae, codes[:m], t, runtime, cfg.reconstruction.batch_size)
+    recon = decode_latents(vae.decode_image, torch.as_tensor(codes[:m]), t=t,
+                           batch_size=cfg.reconstruction.batch_size, device=runtime, progress=False)
     lpips_model = maybe_lpips(cfg, images.shape[1], runtime.device)
     return level_metrics(codes, labels, images[:m], recon, cfg, lpips_model=lpips_model, runtime=runtime)
