@@ -120,6 +120,28 @@ def test_shapes_and_ranges(channels: int) -> None:
     assert torch.allclose(model.encode(x, t1), model.encode(x, t1.expand(5)), atol=1e-6)
 
 
+def test_chunked_cpu_inference_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from multibeta.models import vae as vae_module
+
+    torch.manual_seed(0)
+    model = build_vae(tiny_cfg(), 1).eval()
+    assert model.encoder.levels[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(11, 1, 64, 64)
+    t_rows, t_one = torch.rand(11), torch.tensor([0.3])
+    with torch.no_grad():
+        whole = [model.encode(x, t_rows), model.encode(x, t_one)]
+        monkeypatch.setattr(vae_module, "ENCODE_CPU_ROWS", 4)  # 11 rows -> chunks 4, 4, 3
+        chunked = [model.encode(x, t_rows), model.encode(x, t_one)]
+    for a, b in zip(whole, chunked):
+        assert a.shape == (11, 3)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # the decoder hands back ordinary NCHW images whatever its internal layout
+    assert model.decode(whole[0], t_rows).is_contiguous()
+    # training (autograd on) is never chunked: one pass, gradients reach the first conv
+    model.encode(x, t_rows).sum().backward()
+    assert model.encoder.levels[0].conv.weight.grad is not None
+
+
 def test_film_starts_as_identity_and_embedding_is_smooth() -> None:
     film = FiLM(8, 4)
     h = torch.randn(2, 4, 3, 3)
