@@ -24,6 +24,7 @@ from multibeta.sampling.config import SamplingConfig
 from multibeta.sampling.samplers import (
     NOISE_BLOCK,
     BlockNoise,
+    GaussianPrior,
     decode_latents,
     generalized_step,
     make_process,
@@ -407,6 +408,64 @@ def test_user_errors_are_explained() -> None:
         sample_latents(lambda z, t: (z / 0.0, z), sigma_fn, n=2, dim=3, steps=3, **settings())
 
 
+# --------------------------------------------------------------------------- fitted start
+
+
+def test_gaussian_prior_fit_matches_moments() -> None:
+    gen = torch.Generator().manual_seed(0)
+    mu_1 = torch.randn(20000, 2, generator=gen, dtype=F64) @ torch.tensor(
+        [[1.0, 0.0], [0.6, 0.5]], dtype=F64
+    ).T + torch.tensor([0.3, -1.0], dtype=F64)
+    prior = GaussianPrior.fit(mu_1, sigma_1=0.8)
+    expected_cov = torch.tensor([[1.0, 0.6], [0.6, 0.61]]) + 0.64 * torch.eye(2)
+    torch.testing.assert_close(prior.mean, torch.tensor([0.3, -1.0]), atol=0.03, rtol=0)
+    torch.testing.assert_close(prior.cov, expected_cov, atol=0.04, rtol=0)
+    xi = torch.randn(50000, 2, generator=gen)
+    z = prior.transform(xi)
+    torch.testing.assert_close(torch.cov(z.T), prior.cov, atol=0.04, rtol=0)
+    with pytest.raises(ValueError, match="N >= 2"):
+        GaussianPrior.fit(torch.zeros(1, 2), sigma_1=1.0)
+
+
+@pytest.mark.parametrize("start", ["fitted", "standard"])
+def test_deterministic_sampler_from_fitted_prior_reaches_the_data(start: str) -> None:
+    """With x ~ N(0.7, 2²) the encoder keeps information at t = 1 (a_1 = 0.42), so the true
+    z_1 is wider than N(0, σ_1²). The exact probability-flow ODE (Gaussian oracle) reaches the
+    t = 0 marginal from the fitted start and misses it from the standard one."""
+    m, s = 0.7, 2.0
+    oracle = GaussianOracle(m=m, s=s)
+    x = m + s * torch.randn(20000, 1, generator=torch.Generator().manual_seed(1), dtype=F64)
+    mu_1 = at(a_fn, 1.0) * x + at(b_fn, 1.0)
+    prior = GaussianPrior.fit(mu_1, float(at(sigma_fn, 1.0))) if start == "fitted" else None
+    n = 4000
+    z0 = sample_latents(
+        oracle, sigma_fn, n=n, dim=1, steps=100, prior=prior,
+        **settings(solver="heun", batch_size=n),
+    ).to(F64)
+    mean0 = float(at(a_fn, 0.0) * m + at(b_fn, 0.0))
+    std0 = float(torch.sqrt(at(a_fn, 0.0) ** 2 * s**2 + at(sigma_fn, 0.0) ** 2))
+    hits = abs(float(z0.mean()) - mean0) < 4 * std0 / math.sqrt(n) and abs(
+        float(z0.std()) / std0 - 1
+    ) < 0.05
+    assert hits == (start == "fitted"), (float(z0.mean()), float(z0.std()), mean0, std0)
+
+
+def test_fitted_prior_is_seeded_batch_independent_and_checked() -> None:
+    prior = GaussianPrior.fit(torch.randn(100, 3, generator=torch.Generator().manual_seed(2)), 0.9)
+    kw = settings(eta=1.0, seed=4)
+    kw.pop("batch_size")
+    ref = sample_latents(toy_model, sigma_fn, n=30, dim=3, steps=5, batch_size=30, prior=prior, **kw)
+    same = sample_latents(toy_model, sigma_fn, n=30, dim=3, steps=5, batch_size=7, prior=prior, **kw)
+    assert torch.equal(ref, same)
+    plain = sample_latents(toy_model, sigma_fn, n=30, dim=3, steps=5, batch_size=30, **kw)
+    assert not torch.allclose(ref, plain)
+    with pytest.raises(ValueError, match="exact N"):
+        sample_latents(toy_model, sigma_fn, n=2, dim=3, steps=2, prior=prior,
+                       **settings(variant="standard_ldm"))
+    with pytest.raises(ValueError, match="dimension"):
+        sample_latents(toy_model, sigma_fn, n=2, dim=4, steps=2, prior=prior, **settings())
+
+
 # --------------------------------------------------------------------------- runs, decoding, config
 
 
@@ -432,9 +491,15 @@ def test_sample_run_decodes_and_times() -> None:
     def decoder(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(z[:, :1, None, None].expand(-1, 1, 8, 8))
 
+    assert run.prior == "fitted" and run.uses_fitted_prior  # the measured default
+    with pytest.raises(ValueError, match="prior: fitted"):
+        sample_run(run, toy_model, sigma_fn, dim=3, progress=False)
+    prior = GaussianPrior.fit(torch.randn(50, 3), sigma_1=1.0)
     out = sample_run(
-        run, toy_model, sigma_fn, dim=3, decoder=decoder, decode_batch_size=5, progress=False
+        run, toy_model, sigma_fn, dim=3, decoder=decoder, decode_batch_size=5, prior=prior,
+        progress=False,
     )
+    assert out.timing["prior"] == "fitted"
     assert out.latents.shape == (9, 3)
     assert (
         out.images is not None

@@ -46,9 +46,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def generation_table(generation: dict[str, Any]) -> str:
-    """One row per sampling run: variant, solver, steps, η, then FD/KID per feature space."""
+    """One row per sampling run: variant, solver, steps, η, start prior, then FD/KID per space."""
     spaces = sorted({k for doc in generation.values() for k in ("factor_classifier", "inception") if k in doc})
-    headers = ["run", "variant", "solver", "steps", "η", "samples"]
+    headers = ["run", "variant", "solver", "steps", "η", "prior", "samples"]
     for space in spaces:
         label = "domain" if space == "factor_classifier" else "Inception"
         headers += [f"{label} FD ↓", f"{label} KID ↓"]
@@ -56,7 +56,9 @@ def generation_table(generation: dict[str, Any]) -> str:
     rows = []
     for name, doc in generation.items():
         run = doc["run"]
-        row = [name, run["variant"], run["solver"], str(run["steps"]), f"{run['eta']:g}", str(doc["n_samples"])]
+        prior = "exact" if run["variant"] == "standard_ldm" else run.get("prior", "standard")
+        row = [name, run["variant"], run["solver"], str(run["steps"]), f"{run['eta']:g}", prior,
+               str(doc["n_samples"])]
         for space in spaces:
             m = doc.get(space, {})
             row += [_fmt(m.get("fid"), "{:.3f}"), _fmt(m.get("kid_mean"), "{:.4f}")]

@@ -16,6 +16,7 @@ from multibeta.sampling.spacing import Spacing
 from multibeta.workflow.config import ConfigError
 
 Split = Literal["train", "validation", "test"]
+Prior = Literal["standard", "fitted"]
 
 
 def _check_solver(where: str, solver: str, eta: float) -> None:
@@ -40,6 +41,7 @@ class SampleRunConfig:
     batch_size: int
     seed: int
     final_mean: bool
+    prior: Prior
 
     @classmethod
     def from_section(cls, d: dict[str, Any]) -> SampleRunConfig:
@@ -54,9 +56,15 @@ class SampleRunConfig:
             batch_size=int(d["batch_size"]),
             seed=int(d["seed"]),
             final_mean=bool(d["final_mean"]),
+            prior=d["prior"],
         )
         _check_solver(f"sampling.runs[{cfg.name}]", cfg.solver, cfg.eta)
         return cfg
+
+    @property
+    def uses_fitted_prior(self) -> bool:
+        """Whether the run starts from the fitted Gaussian (standard_ldm's own start is exact)."""
+        return self.prior == "fitted" and self.variant != "standard_ldm"
 
     def sampler_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`multibeta.sampling.samplers.sample_latents`."""

@@ -305,6 +305,50 @@ def make_predictor(model: Denoiser, process: LatentProcess, runtime: Runtime) ->
     return predict
 
 
+# --------------------------------------------------------------------------- start distribution
+
+
+@dataclass(frozen=True)
+class GaussianPrior:
+    """A Gaussian start distribution N(mean, cov) for z_1, in real latent units.
+
+    METHOD.md starts the chain from N(0, σ_1² I). The true z_1 = μ_1(x) + σ_1 ε has mean
+    E[μ_1] and covariance Cov(μ_1) + σ_1² I; when the encoder keeps information at t = 1 the two
+    differ (``start_mismatch``), and a deterministic sampler carries the difference to t = 0.
+    :meth:`fit` matches the first two moments instead (config ``sampling.runs[].prior: fitted``).
+
+    Attributes:
+        mean: ``[d]``.
+        scale_tril: ``[d, d]`` Cholesky factor L of the covariance (cov = L Lᵀ).
+    """
+
+    mean: torch.Tensor
+    scale_tril: torch.Tensor
+
+    @classmethod
+    def fit(cls, mu_1: torch.Tensor | np.ndarray, sigma_1: float) -> GaussianPrior:
+        """Moment-match the aggregate z_1: mean of μ_1, covariance Cov(μ_1) + σ_1² I.
+
+        Args:
+            mu_1: encoder means at t = 1 of the training images, ``[N, d]`` (N ≥ 2).
+            sigma_1: σ at t = 1.
+        """
+        mu = torch.as_tensor(mu_1).to(torch.float64)
+        if mu.ndim != 2 or len(mu) < 2:
+            raise ValueError(f"mu_1 must be [N >= 2, d], got shape {tuple(mu.shape)}")
+        cov = torch.cov(mu.T).reshape(mu.shape[1], mu.shape[1])
+        cov = cov + float(sigma_1) ** 2 * torch.eye(mu.shape[1], dtype=torch.float64)
+        return cls(mean=mu.mean(0).float(), scale_tril=torch.linalg.cholesky(cov).float())
+
+    @property
+    def cov(self) -> torch.Tensor:
+        return self.scale_tril @ self.scale_tril.T
+
+    def transform(self, xi: torch.Tensor) -> torch.Tensor:
+        """mean + L ξ for standard normal rows ξ ``[N, d]``."""
+        return self.mean.to(xi) + xi @ self.scale_tril.to(xi).T
+
+
 # --------------------------------------------------------------------------- seeded noise
 
 
@@ -374,14 +418,16 @@ def sample_latents(
     z_start: torch.Tensor | None = None,
     add_start_noise: bool = False,
     final_mean: bool = False,
+    prior: GaussianPrior | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """Draw latents by running the reverse process from ``t_start`` to 0.
 
-    Without ``z_start`` the chain starts from the prior: z_1 ~ N(0, σ_1² I) (``standard_ldm``:
-    N(0, (1 − ᾱ_1) I) in normalised units). With ``z_start`` ``[n, d]`` (real latent units, the
-    clean mean at ``t_start``, e.g. μ_{t_b}(x) for sharpening) it starts there, plus ς noise if
-    ``add_start_noise``.
+    Without ``z_start`` the chain starts from the prior: z_1 ~ N(0, σ_1² I), or ``prior`` when
+    given (e.g. :meth:`GaussianPrior.fit`; not for ``standard_ldm``, whose start
+    N(0, (1 − ᾱ_1) I) in normalised units is exact). With ``z_start`` ``[n, d]`` (real latent
+    units, the clean mean at ``t_start``, e.g. μ_{t_b}(x) for sharpening) it starts there, plus
+    ς noise if ``add_start_noise``.
 
     Args:
         model: ``model(z [N, d], t [N]) -> (eps_hat, delta_hat | None)``.
@@ -399,6 +445,10 @@ def sample_latents(
     """
     runtime = as_runtime(device)
     dev = runtime.device
+    if prior is not None and variant == "standard_ldm":
+        raise ValueError(
+            "variant standard_ldm starts from its exact N(0, I) prior; do not pass a fitted prior"
+        )
     process = make_process(variant, sigma, model)
     if z_start is not None:
         if z_start.ndim != 2:
@@ -412,6 +462,11 @@ def sample_latents(
             raise ValueError("sample_latents needs n and dim (or model.latent_dim) without z_start")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if prior is not None:
+        if z_start is not None or t_start != 1.0:
+            raise ValueError("a prior is the start at t = 1: do not combine it with z_start/t_start")
+        if prior.mean.shape != (dim,):
+            raise ValueError(f"prior of dimension {tuple(prior.mean.shape)} for latents of size {dim}")
     times = time_grid(steps, spacing, t_start=t_start, t_end=0.0)
     sigmas = process.sigma(times).tolist()
     times_l = times.tolist()
@@ -432,7 +487,7 @@ def sample_latents(
             lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
             noise = BlockNoise(seed, lo, hi, dim, dev)
             if z_start is None:
-                x = sigmas[0] * noise()
+                x = sigmas[0] * noise() if prior is None else prior.transform(noise())
             else:
                 x = process.from_latent(z_start[lo:hi].to(dev, torch.float32))
                 if add_start_noise and sigmas[0] > 0:
@@ -456,7 +511,8 @@ def sample_latents(
                 )
             out[lo:hi] = z.cpu()
     logger.info(
-        "sampled %d latents: variant=%s solver=%s eta=%g steps=%d spacing=%s t_start=%g in %.2fs",
+        "sampled %d latents: variant=%s solver=%s eta=%g steps=%d spacing=%s t_start=%g prior=%s "
+        "in %.2fs",
         n,
         variant,
         solver,
@@ -464,6 +520,7 @@ def sample_latents(
         n_steps,
         spacing,
         t_start,
+        "standard" if prior is None else "fitted",
         time.perf_counter() - started,
     )
     return out
@@ -540,12 +597,20 @@ def sample_run(
     device: torch.device | str | Runtime = "cpu",
     decoder: Decoder | None = None,
     decode_batch_size: int | None = None,
+    prior: GaussianPrior | None = None,
     progress: bool = True,
 ) -> SampleOutput:
     """One ``sampling.runs`` entry: sample ``run.n_samples`` latents, time it, optionally decode.
 
-    The timing covers the sampler only (``samples_per_s``); decoding is timed separately.
+    ``prior`` is the fitted start distribution; required when ``run.uses_fitted_prior``
+    (:meth:`GaussianPrior.fit` on the cached t = 1 latents). The timing covers the sampler only
+    (``samples_per_s``); decoding is timed separately.
     """
+    if run.uses_fitted_prior and prior is None:
+        raise ValueError(
+            f"sampling run {run.name} has prior: fitted; pass GaussianPrior.fit(mu_1, sigma_1) of "
+            "the cached t = 1 latents (or set prior: standard)"
+        )
     latents, timing = timed(
         lambda: sample_latents(
             model,
@@ -554,6 +619,7 @@ def sample_run(
             dim=dim,
             device=device,
             progress=progress,
+            prior=prior if run.uses_fitted_prior else None,
             **run.sampler_kwargs(),
         ),
         n_items=run.n_samples,
@@ -566,6 +632,7 @@ def sample_run(
         "eta": run.eta,
         "steps": run.steps,
         "spacing": run.spacing,
+        "prior": run.prior if run.variant != "standard_ldm" else "standard",
         "n_samples": run.n_samples,
         "batch_size": run.batch_size,
         "nfe_per_sample": nfe_per_sample(run.steps, run.solver),
