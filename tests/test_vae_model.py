@@ -20,8 +20,9 @@ from multibeta.vae.losses import (
     bce_reconstruction,
     hinge_d_loss,
     kl_per_dim,
-    load_lpips,
 )
+from multibeta.metrics.fetch import WeightsError
+from multibeta.metrics.reconstruction import load_lpips
 from multibeta.workflow.config import ConfigError, section_defaults
 
 TINY = {"latent_dim": 3, "arch": {"channels": [4, 8], "hidden_dim": 16, "time_embed_dim": 8,
@@ -204,11 +205,14 @@ def test_objective_matches_hand_computation() -> None:
     assert torch.allclose(terms.loss, (rec + model.beta(t) * kl).mean(), rtol=1e-5)
 
 
-def test_lpips_missing_weights_names_the_key(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="vae.lpips.weights_path"):
-        load_lpips(tmp_path / "absent.pth")
+def test_lpips_missing_weights_names_the_key(tmp_path, monkeypatch) -> None:
     cfg = tiny_cfg(reconstruction="l1_lpips", lpips={"weights_path": str(tmp_path / "x.pth")})
-    with pytest.raises(FileNotFoundError, match="vae.lpips.weights_path"):
+    with pytest.raises(WeightsError, match=r"vae\.lpips\.weights_path"):
+        VAEObjective(build_vae(cfg, 3), cfg)
+    # no path and no cached default: training refuses to download and names the key
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    cfg = tiny_cfg(reconstruction="l1_lpips", lpips={"weights_path": None})
+    with pytest.raises(WeightsError, match=r"vae\.lpips\.weights_path is null"):
         VAEObjective(build_vae(cfg, 3), cfg)
 
 

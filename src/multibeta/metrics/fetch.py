@@ -11,6 +11,8 @@ with one error naming the config key and the fetch rule.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import logging
 import os
@@ -193,6 +195,7 @@ def hub_cache_file(spec: PretrainedFile) -> Path:
 
 def resolve_weights(
     name: str, configured: str | os.PathLike | None, *, timeout_s: float = 60.0, allow_download: bool = True,
+    config_key: str | None = None,
 ) -> Path:
     """A local file for pretrained file ``name``, or one clear error.
 
@@ -203,11 +206,15 @@ def resolve_weights(
             downloaded there when missing (as torch-fidelity / torchvision would).
         timeout_s: download timeout.
         allow_download: when False, a missing default file is an error without trying the network.
+        config_key: the config key to name in errors, when not the file's own metrics key (e.g.
+            ``vae.lpips.weights_path`` for the training loss).
 
     Raises:
         WeightsError: naming the config key and rule ``fetch_weights``.
     """
     spec = PRETRAINED_FILES[name]
+    if config_key is not None:
+        spec = dataclasses.replace(spec, config_key=config_key)
     if configured is not None:
         path = Path(configured)
         if not path.is_file():

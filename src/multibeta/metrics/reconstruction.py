@@ -51,22 +51,28 @@ def load_lpips(
     *,
     timeout_s: float = 60.0,
     allow_download: bool = True,
+    config_key: str = "metrics.lpips_weights",
 ) -> torch.nn.Module:
-    """An ``lpips.LPIPS(net="alex")`` model whose AlexNet backbone is read from a local file.
+    """An ``lpips.LPIPS(net="alex")`` model (frozen, eval mode) whose AlexNet backbone is read
+    from a local file. Used by the reconstruction metric and by the VAE's LPIPS loss.
 
     Args:
-        weights_path: ``metrics.lpips_weights``; None uses torch.hub's cached
-            ``alexnet-owt-7be5be79.pth`` (downloaded when missing and allowed).
+        weights_path: torchvision's ``alexnet-owt-7be5be79.pth`` (or any file with its
+            ``features.*`` entries); None uses torch.hub's cached copy (downloaded when missing
+            and allowed).
         device: where to put the model.
         timeout_s, allow_download: see :func:`multibeta.metrics.fetch.resolve_weights`.
+        config_key: the config key named in errors (``metrics.lpips_weights``,
+            ``vae.lpips.weights_path``).
 
     Raises:
-        WeightsError: the backbone file is missing (names ``metrics.lpips_weights``) or is not
-            an AlexNet state dict.
+        WeightsError: the backbone file is missing (naming ``config_key``) or is not an AlexNet
+            state dict.
     """
     import lpips  # deferred: importing lpips pulls in torchvision models
 
-    path = resolve_weights("lpips_alexnet", weights_path, timeout_s=timeout_s, allow_download=allow_download)
+    path = resolve_weights("lpips_alexnet", weights_path, timeout_s=timeout_s,
+                           allow_download=allow_download, config_key=config_key)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's deprecation of `pretrained=`
         model = lpips.LPIPS(net=LPIPS_NET, version=LPIPS_VERSION, pnet_rand=True, verbose=False)
@@ -79,7 +85,7 @@ def load_lpips(
                 sl._modules[str(x)].load_state_dict(sub, strict=True)
     except Exception as exc:  # unreadable file, wrong keys or shapes
         raise WeightsError(
-            f"{path} (metrics.lpips_weights) is not torchvision's AlexNet IMAGENET1K_V1 state dict "
+            f"{path} ({config_key}) is not torchvision's AlexNet IMAGENET1K_V1 state dict "
             f"({type(exc).__name__}: {exc}). Rerun rule fetch_weights or fix the path."
         ) from exc
     model.eval().requires_grad_(False)

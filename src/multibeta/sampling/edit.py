@@ -60,6 +60,43 @@ def encode_images(
     return torch.cat(out)
 
 
+def denoise_to_zero(
+    model: Denoiser,
+    sigma: SigmaFn,
+    z: torch.Tensor,
+    *,
+    t_b: float,
+    variant: Variant,
+    steps: int,
+    eta: float,
+    solver: Solver,
+    spacing: Spacing,
+    seed: int,
+    batch_size: int,
+    add_noise: bool = False,
+    device: torch.device | str | Runtime = "cpu",
+    progress: bool = True,
+) -> torch.Tensor:
+    """Run the sampler from level ``t_b`` to 0 on latents ``z`` ``[N, d]`` (real latent units).
+
+    Takes ``level_steps(steps, t_b)`` steps (the density of ``steps`` over [0, 1]); t_b = 0 is
+    the identity. ``add_noise`` starts from z + σ_{t_b} ξ instead of z. Returns ``[N, d]`` on
+    the CPU. Shared by sharpening and traversals.
+    """
+    if variant == "standard_ldm":
+        raise ValueError(
+            "sharpening and traversals need a multibeta or noise_only denoiser: standard_ldm "
+            "models only t=0 latents; set sampling.sharpen.variant / sampling.traverse.variant"
+        )
+    if t_b <= 0.0:
+        return z.detach().float().cpu()
+    return sample_latents(
+        model, sigma, variant=variant, steps=level_steps(steps, t_b), eta=eta, solver=solver,
+        spacing=spacing, seed=seed, batch_size=batch_size, device=device, t_start=t_b,
+        z_start=z, add_start_noise=add_noise, final_mean=False, progress=progress,
+    )
+
+
 # --------------------------------------------------------------------------- sharpening
 
 
@@ -113,33 +150,16 @@ def sharpen(
         eta, solver, spacing, seed: sampler settings.
         add_noise: start from μ_{t_b} + σ_{t_b} ξ instead of μ_{t_b}.
     """
-    if variant == "standard_ldm":
-        raise ValueError(
-            "sharpening needs a multibeta or noise_only denoiser: standard_ldm "
-            "models only t=0 latents; set sampling.sharpen.variant"
-        )
     blurry, sharp, latents = [], [], []
     for t_b in levels:
         mu = encode_images(encoder, images, t_b, batch_size=batch_size, device=device)
         blurry.append(
             decode_latents(decoder, mu, t=t_b, batch_size=batch_size, device=device, progress=False)
         )
-        z0 = sample_latents(
-            model,
-            sigma,
-            variant=variant,
-            steps=level_steps(steps, t_b),
-            eta=eta,
-            solver=solver,
-            spacing=spacing,
-            seed=seed,
-            batch_size=batch_size,
-            device=device,
-            t_start=t_b,
-            z_start=mu,
-            add_start_noise=add_noise,
-            final_mean=False,
-            progress=progress,
+        z0 = denoise_to_zero(
+            model, sigma, mu, t_b=t_b, variant=variant, steps=steps, eta=eta, solver=solver,
+            spacing=spacing, seed=seed, batch_size=batch_size, add_noise=add_noise,
+            device=device, progress=progress,
         )
         latents.append(z0)
         sharp.append(
@@ -267,31 +287,15 @@ def traverse(
         directions: from :func:`dimension_directions` or :func:`pca_directions`.
         values: offsets in std units ``[V]``.
     """
-    if variant == "standard_ldm":
-        raise ValueError("traversals need a multibeta or noise_only denoiser (latents at t_b)")
     k, v = len(directions.vectors), len(values)
     offsets = values.float()[None, :, None] * (
         directions.stds.float()[:, None, None] * directions.vectors.float()[:, None, :]
     )
     z = (base.float().reshape(1, 1, -1) + offsets).reshape(k * v, -1)
-    if t_b > 0:
-        z = sample_latents(
-            model,
-            sigma,
-            variant=variant,
-            steps=level_steps(steps, t_b),
-            eta=eta,
-            solver=solver,
-            spacing=spacing,
-            seed=seed,
-            batch_size=batch_size,
-            device=device,
-            t_start=t_b,
-            z_start=z,
-            add_start_noise=False,
-            final_mean=False,
-            progress=progress,
-        )
+    z = denoise_to_zero(
+        model, sigma, z, t_b=t_b, variant=variant, steps=steps, eta=eta, solver=solver,
+        spacing=spacing, seed=seed, batch_size=batch_size, device=device, progress=progress,
+    )
     images = decode_latents(decoder, z, t=0.0, batch_size=batch_size, device=device, progress=False)
     logger.info("traversal %s: %d directions x %d values at t_b=%.3f", directions.name, k, v, t_b)
     return images.reshape(k, v, *images.shape[1:])

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -34,9 +31,6 @@ from multibeta.models.vae import MultiBetaVAE
 from multibeta.vae.config import VAEConfig
 
 logger = logging.getLogger(__name__)
-
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
-ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
 
 #: w_vae as a function of β (numpy arrays or tensors), before normalisation.
 LOSS_WEIGHTINGS: dict[str, Callable[[Any], Any]] = {
@@ -85,54 +79,6 @@ def bce_reconstruction(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def l1_reconstruction(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Σ_pixels |x − sigmoid(logits)| ``[N]``."""
     return (torch.sigmoid(logits.float()) - x.float()).abs().flatten(1).sum(1)
-
-
-def _alexnet_path(weights_path: str | os.PathLike | None) -> Path:
-    if weights_path is not None:
-        return Path(weights_path)
-    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
-
-
-def load_lpips(weights_path: str | os.PathLike | None, *, key: str = "vae.lpips.weights_path"
-               ) -> nn.Module:
-    """LPIPS (AlexNet, v0.1 linear heads) with the backbone read from a local file, no download.
-
-    Args:
-        weights_path: torchvision's ``alexnet-owt-7be5be79.pth`` (or any file whose state
-            dict has the ``features.*`` entries of torchvision's AlexNet). None looks in the
-            torch hub cache (``$TORCH_HOME/hub/checkpoints``).
-        key: the config key named in the error message.
-
-    Raises:
-        FileNotFoundError: the file is missing; the message names ``key`` and the fix.
-    """
-    import lpips  # imported here: only natural-image runs need it
-
-    path = _alexnet_path(weights_path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"LPIPS needs the AlexNet backbone weights, but {path} does not exist. Set {key} to "
-            f"a local copy of {ALEXNET_FILE} (download it once from {ALEXNET_URL} where the "
-            "network is reachable), or set the LPIPS weight to 0 to train without the "
-            "perceptual term."
-        )
-    with warnings.catch_warnings():  # torchvision deprecation notices from lpips' own code
-        warnings.simplefilter("ignore", UserWarning)
-        net = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
-    source = torch.load(path, map_location="cpu", weights_only=True)
-    target = {}
-    for name in net.net.state_dict():
-        _slice, idx, param = name.split(".")
-        src = f"features.{idx}.{param}"
-        if src not in source:
-            raise ValueError(f"{path} ({key}) is not a torchvision AlexNet state dict: no '{src}'")
-        target[name] = source[src]
-    net.net.load_state_dict(target)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    logger.info("LPIPS: AlexNet backbone loaded from %s", path)
-    return net
 
 
 class PatchDiscriminator(nn.Module):
@@ -211,7 +157,13 @@ class VAEObjective(nn.Module):
         name = "none" if model.fixed_beta is not None else cfg.loss_weighting
         self.weighting = LossWeighting(name, model.beta_min, model.beta_max)
         self.lpips_weight = cfg.lpips.weight if cfg.reconstruction == "l1_lpips" else 0.0
-        self.lpips = load_lpips(cfg.lpips.weights_path) if self.lpips_weight > 0 else None
+        self.lpips = None
+        if self.lpips_weight > 0:
+            from multibeta.metrics.reconstruction import load_lpips  # lpips is imported on use
+
+            # training never downloads: a missing file is one clear error naming the key
+            self.lpips = load_lpips(cfg.lpips.weights_path, allow_download=False,
+                                    config_key="vae.lpips.weights_path")
 
     def rec(self, logits: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Reconstruction loss ``[N]`` and its parts (``l1``, ``lpips``) ``[N]``."""
