@@ -92,6 +92,8 @@ RERUN_TABLE: list[tuple[str, Callable[[dict[str, Any]], None], dict[str, int]]] 
     ("cache.dtype", lambda c: _set(c, "cache.dtype", "float16"),
      {**DOWNSTREAM_OF_DIFFUSION, "cache_latents": 1, "level_metrics": 1}),
     ("vae.lr", lambda c: _set(c, "vae.lr", 0.002), DOWNSTREAM_OF_VAE),
+    ("vae.baseline_betas += 3", lambda c: _set(c, "vae.baseline_betas", [1.0, 3.0]),
+     {"train_vae_baseline": 1, "baseline_metrics": 1, "report": 1, "all": 1}),
 ]
 
 

@@ -36,7 +36,7 @@ rule vae_plots:
         recon=out("vae", "plots", "recon_grid.png"),
         levels=out("vae", "level_stats.json"),
     params:
-        vae=section("vae"),
+        vae=section_without("vae", "baseline_betas"),
     log:
         log_path("vae_plots"),
     benchmark:
