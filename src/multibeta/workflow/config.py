@@ -43,6 +43,37 @@ def _retrieve(uri: str) -> Resource:
     return DRAFT202012.create_resource(load_schema(uri))
 
 
+def _scalar_from_text(value: Any, sub: dict[str, Any]) -> Any:
+    """A string read as YAML where the schema wants a number, boolean or null, else unchanged.
+
+    ``snakemake --config vae='{steps: 10}'`` parses nested values with YAML's BaseLoader, so
+    every scalar in it arrives as a string ("10", "true"); these are read again here.
+    """
+    if not isinstance(value, str):
+        return value
+    types = sub.get("type")
+    types = [types] if isinstance(types, str) else list(types or [])
+    if not types or "string" in types:
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if isinstance(parsed, str):  # YAML 1.1 reads "2e-4" (no dot) as text
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            return value
+    is_number = isinstance(parsed, (int, float)) and not isinstance(parsed, bool)
+    fits = {
+        "integer": isinstance(parsed, int) and not isinstance(parsed, bool),
+        "number": is_number,
+        "boolean": isinstance(parsed, bool),
+        "null": parsed is None,
+    }
+    return parsed if any(fits.get(t, False) for t in types) else value
+
+
 def _set_defaults(validator_cls: type) -> type:
     validate_properties = validator_cls.VALIDATORS["properties"]
 
@@ -51,6 +82,11 @@ def _set_defaults(validator_cls: type) -> type:
             for prop, sub in properties.items():
                 if "default" in sub and prop not in instance:
                     instance[prop] = copy.deepcopy(sub["default"])
+                elif prop in instance and isinstance(sub, dict):
+                    instance[prop] = _scalar_from_text(instance[prop], sub)
+                    items = sub.get("items")
+                    if isinstance(instance[prop], list) and isinstance(items, dict):
+                        instance[prop] = [_scalar_from_text(v, items) for v in instance[prop]]
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
