@@ -90,6 +90,7 @@ def load_lpips(
         ) from exc
     model.eval().requires_grad_(False)
     model.weights_sha256 = file_sha256(path)  # recorded with results
+    logger.info("LPIPS: AlexNet backbone loaded from %s", path)
     return model.to(device)
 
 
