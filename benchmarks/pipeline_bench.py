@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import os
 import subprocess
@@ -44,6 +43,7 @@ SOLVERS = (("euler", 0.0), ("heun", 0.0), ("ancestral", 1.0))
 STANDARD_PRIOR_STEPS = (10, 50, 1000)  # also sampled from the standard N(0, σ_1² I) start
 
 sys.path.insert(0, str(REPO / "src"))
+from multibeta.report.collect import read_benchmark  # noqa: E402
 from multibeta.utils.io import write_json, write_text  # noqa: E402
 from multibeta.utils.versions import collect_versions  # noqa: E402
 from multibeta.workflow.config import resolve_config  # noqa: E402
@@ -93,8 +93,7 @@ def run(cmd: list[str], cwd: Path) -> float:
 
 
 def seconds(bench_dir: Path, name: str) -> float:
-    with open(bench_dir / f"{name}.tsv") as fh:
-        return float(next(csv.DictReader(fh, delimiter="\t"))["s"])
+    return read_benchmark(bench_dir / f"{name}.tsv")["seconds"]
 
 
 def summarise(doc: dict[str, Any], cfg: dict[str, Any], bench_dir: Path, seeds: list[int]) -> dict[str, Any]:

@@ -11,19 +11,13 @@ time of the ``snakemake`` command (e.g. from ``/usr/bin/time``).
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+from multibeta.report.collect import read_benchmark  # noqa: E402
 from multibeta.utils.io import write_text  # noqa: E402
-
-
-def read_tsv(path: Path) -> dict[str, float]:
-    with open(path) as fh:
-        row = next(csv.DictReader(fh, delimiter="\t"))
-    return {"s": float(row["s"]), "max_rss": float(row["max_rss"]), "cpu_time": float(row["cpu_time"])}
 
 
 def main() -> None:
@@ -36,13 +30,13 @@ def main() -> None:
     files += sorted(args.results.glob("datasets/*/*.benchmark.tsv"))
     if not files:
         raise SystemExit(f"no benchmark files under {args.results / args.experiment}; run the pipeline first")
-    jobs = sorted(((p, read_tsv(p)) for p in files), key=lambda item: item[0].stat().st_mtime)
+    jobs = sorted(((p, read_benchmark(p)) for p in files), key=lambda item: item[0].stat().st_mtime)
     lines = ["| job | wall s | CPU s | peak RSS MB |", "|---|---|---|---|"]
     for path, row in jobs:
         name = path.name.removesuffix(".benchmark.tsv").removesuffix(".tsv")
-        lines.append(f"| {name} | {row['s']:.1f} | {row['cpu_time']:.1f} | {row['max_rss']:.0f} |")
-    total = sum(row["s"] for _, row in jobs)
-    lines.append(f"| **sum of jobs** | **{total:.0f}** | **{sum(r['cpu_time'] for _, r in jobs):.0f}** | |")
+        lines.append(f"| {name} | {row['seconds']:.1f} | {row['cpu_s']:.1f} | {row['max_rss_mb']:.0f} |")
+    total = sum(row["seconds"] for _, row in jobs)
+    lines.append(f"| **sum of jobs** | **{total:.0f}** | **{sum(r['cpu_s'] for _, r in jobs):.0f}** | |")
     if args.wall is not None:
         lines.append(f"| **end-to-end wall** | **{args.wall:.0f}** | | |")
     out = REPO / "benchmarks" / "results" / f"{args.experiment}_run_times.md"

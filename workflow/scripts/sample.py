@@ -21,17 +21,19 @@ def main(smk) -> None:
     run = SampleRunConfig.from_section(smk.params.run)
     grid = GridConfig.from_section(smk.params.grid)
     models = load_sampling_models(smk.input.vae, smk.input.diffusion, runtime.device)
-    cache = LatentCache(smk.input.cache)
-    mu_1 = torch.as_tensor(cache.level(cache.num_levels - 1))
-    sigma_1 = float(cache.sigma[-1])
-    prior = GaussianPrior.fit(mu_1[cache.rows("train")], sigma_1) if run.uses_fitted_prior else None
+    prior, mismatch = None, {}
+    if run.variant != "standard_ldm":  # its prior is N(0, I) in normalised t=0 latent space
+        cache = LatentCache(smk.input.cache)
+        mu_1 = torch.as_tensor(cache.level(cache.num_levels - 1))
+        sigma_1 = float(cache.sigma[-1])
+        mismatch = start_mismatch(mu_1, sigma_1)
+        if run.uses_fitted_prior:
+            prior = GaussianPrior.fit(mu_1[cache.rows("train")], sigma_1)
     output = sample_run(
         run, models.denoiser, models.sigma, device=runtime, decoder=models.decoder,
         decode_batch_size=smk.params.decode_batch_size, prior=prior,
     )
-    timing = dict(output.timing)
-    if run.variant != "standard_ldm":  # its prior is N(0, I) in normalised t=0 latent space
-        timing.update(start_mismatch(mu_1, sigma_1))
+    timing = {**output.timing, **mismatch}
     write_samples(smk.output.samples, latents=output.latents.numpy(), images=output.images.numpy(),
                   run=smk.params.run, extra=timing)
     save_sample_grid(output.images[: grid.n_images], smk.output.grid, n_cols=grid.n_cols,

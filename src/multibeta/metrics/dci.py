@@ -28,9 +28,8 @@ Scores from different estimators are not interchangeable; the estimator is recor
 
 from __future__ import annotations
 
-import os
-
 import logging
+import os
 from typing import Sequence
 
 import numpy as np

@@ -12,7 +12,6 @@ with one error naming the config key and the fetch rule.
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import logging
 import os

@@ -26,14 +26,16 @@ def read_json(path: str | Path) -> dict[str, Any]:
 
 
 def read_benchmark(path: str | Path) -> dict[str, float]:
-    """Wall seconds and peak RSS (MB) of one job from a Snakemake benchmark TSV."""
+    """Wall seconds, peak RSS (MB) and CPU seconds of one job from a Snakemake benchmark TSV
+    (the last two only when recorded)."""
     with open(path) as fh:
         row = next(csv.DictReader(fh, delimiter="\t"))
     out = {"seconds": float(row["s"])}
-    try:
-        out["max_rss_mb"] = float(row["max_rss"])
-    except (KeyError, ValueError):
-        pass
+    for column, key in (("max_rss", "max_rss_mb"), ("cpu_time", "cpu_s")):
+        try:
+            out[key] = float(row[column])
+        except (KeyError, ValueError):
+            pass
     return out
 
 

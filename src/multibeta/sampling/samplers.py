@@ -632,7 +632,7 @@ def sample_run(
         "eta": run.eta,
         "steps": run.steps,
         "spacing": run.spacing,
-        "prior": run.prior if run.variant != "standard_ldm" else "standard",
+        "prior": "fitted" if run.uses_fitted_prior else "standard",
         "n_samples": run.n_samples,
         "batch_size": run.batch_size,
         "nfe_per_sample": nfe_per_sample(run.steps, run.solver),
