@@ -25,7 +25,7 @@ CPU = select_runtime("cpu", "fp32")
 SMALL = {
     "latent_dim": 4, "batch_size": 32, "lr": 2e-3, "warmup_steps": 20, "log_every": 25,
     "checkpoint_every": 10_000, "beta_min": 1.0, "beta_max": 300.0, "ema_decay": 0.0,
-    "loss_weighting": "normalized", "t_sampling": "stratified", "sigma_schedule": "sinusoidal",
+    "loss_weighting": "normalized", "t_sampling": "stratified", "t_power": 1.0, "sigma_schedule": "sinusoidal",
     "arch": {"channels": [8, 16, 16, 32], "hidden_dim": 64, "time_embed_dim": 32},
 }
 TINY = {

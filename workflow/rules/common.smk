@@ -23,6 +23,7 @@ envvars:
 
 
 from multibeta.workflow.config import ConfigError
+from multibeta.utils.io import config_hash
 from multibeta.workflow.experiments import canonical, dataset_id, expand_experiments
 
 try:
@@ -170,10 +171,49 @@ def run_model(wildcards):
     return f"{RESULTS}/{wildcards.exp}/diffusion/{variant}/model.pt"
 
 
+def _classifier_id(exp_cfg):
+    """(dataset id, hash of what the classifier's training reads) of an experiment."""
+    metrics = exp_cfg["metrics"]
+    clf = {"seed": metrics["seed"], "factor_classifier": metrics["factor_classifier"]}
+    return dataset_id(exp_cfg["data"]), config_hash(clf, length=8)
+
+
+# One factor classifier per dataset and classifier config, shared by every experiment that
+# uses both (it depends only on the data): results/datasets/<id>/factor_classifier-<hash>/.
+CLASSIFIERS = {
+    _classifier_id(c): {"seed": c["metrics"]["seed"], "factor_classifier": c["metrics"]["factor_classifier"]}
+    for c in EXPERIMENTS.values() if c["data"]["name"] == "dsprites"
+}
+
+
+def classifier_dir(wildcards):
+    """Folder of the factor classifier an experiment uses."""
+    data_id, clf = _classifier_id(cfg(wildcards))
+    return f"{RESULTS}/datasets/{data_id}/factor_classifier-{clf}"
+
+
+def classifier_model(wildcards):
+    return f"{classifier_dir(wildcards)}/model.pt"
+
+
+def classifier_inputs(wildcards):
+    """``{"classifier": model.pt}`` for data with factors (dSprites), else nothing."""
+    return {"classifier": classifier_model(wildcards)} if has_factors(wildcards.exp) else {}
+
+
+def shared_benchmarks(wildcards):
+    """Benchmark files of the dataset-level jobs an experiment uses (data, factor classifier)."""
+    data_dir = f"{RESULTS}/datasets/{dataset_id(cfg(wildcards)['data'])}"
+    files = [f"{data_dir}/prepare_data.benchmark.tsv"]
+    if has_factors(wildcards.exp):
+        files.append(f"{classifier_dir(wildcards)}/train_factor_classifier.benchmark.tsv")
+    return files
+
+
 def feature_space_inputs(wildcards):
     """The factor classifier, for the feature space that needs it."""
     if wildcards.space == "factor_classifier":
-        return {"classifier": f"{RESULTS}/{wildcards.exp}/metrics/factor_classifier.pt"}
+        return {"classifier": classifier_model(wildcards)}
     return {}
 
 
@@ -183,8 +223,9 @@ def generation_inputs(wildcards):
         f"reference_{space}": f"{RESULTS}/{wildcards.exp}/metrics/reference/{space}.pt"
         for space in spaces
     }
-    if "factor_classifier" in spaces:
-        inputs["classifier"] = f"{RESULTS}/{wildcards.exp}/metrics/factor_classifier.pt"
+    inputs.update(classifier_inputs(wildcards))
+    if has_factors(wildcards.exp):
+        inputs["dataset"] = dataset_path(wildcards)
     return inputs
 
 
@@ -200,9 +241,11 @@ def report_inputs(wildcards):
         "vae_levels": f"{base}/vae/level_stats.json",
         "vae_plots": [f"{base}/vae/plots/{p}.png" for p in
                       ("loss_terms", "sigma_vs_beta", "kl_rec_vs_beta", "recon_grid")],
-        "figures": [f"{base}/figures/{f}.png" for f in ("sharpening", "traversal_dims", "traversal_pca")],
+        "figures": [f"{base}/figures/{f}.png"
+                    for f in ("sharpening", "traversal_dims", "traversal_pca", "traversal_ica")],
+        "sharpen_metrics": f"{base}/metrics/sharpen.json",
         "diffusion_losses": [f"{base}/diffusion/{v}/loss_curves.png" for v in variants_of(exp)],
     }
-    if "factor_classifier" in EXPERIMENTS[exp]["metrics"]["generation"]["feature_spaces"]:
-        inputs["classifier"] = f"{base}/metrics/factor_classifier.json"
+    if has_factors(exp):
+        inputs["classifier"] = f"{classifier_dir(wildcards)}/accuracy.json"
     return inputs

@@ -22,16 +22,18 @@ rule fetch_weights:
 
 rule train_factor_classifier:
     input:
-        dataset=dataset_path,
+        dataset=f"{RESULTS}/datasets/{{dataset}}/dataset.h5",
     output:
-        model=out("metrics", "factor_classifier.pt"),
-        summary=out("metrics", "factor_classifier.json"),
+        model=f"{RESULTS}/datasets/{{dataset}}/factor_classifier-{{clf}}/model.pt",
+        summary=f"{RESULTS}/datasets/{{dataset}}/factor_classifier-{{clf}}/accuracy.json",
     params:
-        metrics=subsection("metrics", "seed", "factor_classifier"),
+        metrics=lambda w: canonical(CLASSIFIERS[(w.dataset, w.clf)]),
+    wildcard_constraints:
+        clf=r"[0-9a-f]+",
     log:
-        log_path("train_factor_classifier"),
+        f"{RESULTS}/datasets/{{dataset}}/factor_classifier-{{clf}}/train_factor_classifier.log",
     benchmark:
-        bench_path("train_factor_classifier")
+        f"{RESULTS}/datasets/{{dataset}}/factor_classifier-{{clf}}/train_factor_classifier.benchmark.tsv"
     threads: COMPUTE["gpu_threads"]
     resources:
         gpu=gpu_jobs(),
@@ -95,6 +97,7 @@ rule generation_metrics:
 
 rule level_metrics:
     input:
+        unpack(classifier_inputs),
         dataset=dataset_path,
         cache=rules.cache_latents.output.cache,
         vae=rules.train_vae.output.model,
@@ -119,6 +122,7 @@ rule level_metrics:
 
 rule baseline_metrics:
     input:
+        unpack(classifier_inputs),
         dataset=dataset_path,
         baseline=rules.train_vae_baseline.output.model,
         vae=rules.train_vae.output.model,

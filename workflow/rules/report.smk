@@ -13,6 +13,7 @@ rule report:
         # everything but `compute`, which never changes results
         config=lambda w: canonical({k: v for k, v in cfg(w).items() if k != "compute"}),
         benchmarks=lambda w: f"{RESULTS}/{w.exp}/benchmarks",
+        shared_benchmarks=shared_benchmarks,
     log:
         log_path("report"),
     benchmark:

@@ -31,12 +31,14 @@ rule sample:
 
 rule sharpen:
     input:
+        unpack(classifier_inputs),
         dataset=dataset_path,
         diffusion=out("diffusion", "multibeta", "model.pt"),
         vae=rules.train_vae.output.model,
         cache=rules.cache_latents.output.cache,
     output:
         grid=out("figures", "sharpening.png"),
+        metrics=out("metrics", "sharpen.json"),
     params:
         sharpen=section("sampling", "sharpen"),
     log:
@@ -63,8 +65,10 @@ rule traverse:
     output:
         dims=out("figures", "traversal_dims.png"),
         pca=out("figures", "traversal_pca.png"),
+        ica=out("figures", "traversal_ica.png"),
     params:
         traverse=section("sampling", "traverse"),
+        seed=lambda w: cfg(w)["metrics"]["seed"],
     log:
         log_path("traverse"),
     benchmark:

@@ -1,9 +1,13 @@
-"""Rule generation_metrics: FID/KID of one sampling run in each configured feature space."""
+"""Rule generation_metrics: FID/KID of one sampling run in each configured feature space; on
+dSprites also render consistency (valid shapes) and factor coverage of the samples."""
 
 import json
 import logging
 
+from multibeta.data.h5io import ImageDataset
 from multibeta.metrics.config import MetricsConfig
+from multibeta.metrics.factor_classifier import load_factor_classifier
+from multibeta.metrics.render_consistency import score_images
 from multibeta.workflow.config import section_defaults
 from multibeta.metrics.fidelity import compute_fidelity, feature_space
 from multibeta.sampling.store import read_samples
@@ -26,6 +30,12 @@ def main(smk) -> None:
             images, None, space, runtime, cfg.generation, seed=cfg.seed,
             reference_cache=smk.input[f"reference_{name}"],
         )
+    if smk.input.get("classifier"):
+        # dSprites: are the samples valid shapes, and do they cover the factor distribution?
+        classifier, _ = load_factor_classifier(smk.input.classifier, runtime.device)
+        train = ImageDataset(smk.input.dataset, split="train", max_memory_bytes=0)
+        result["render"] = score_images(classifier, images, device=runtime.device,
+                                        reference_classes=train.factor_classes(), seed=cfg.seed)
     logger.info("generation metrics: %s", result)
     write_json(result, smk.output.metrics)
 

@@ -4,6 +4,7 @@ import logging
 
 from multibeta.cache.latent_cache import LatentCache
 from multibeta.metrics.config import MetricsConfig
+from multibeta.metrics.factor_classifier import load_factor_classifier
 from multibeta.workflow.config import section_defaults
 from multibeta.metrics.levels import evaluate_cache_levels
 from multibeta.models.vae import load_vae
@@ -19,7 +20,10 @@ def main(smk) -> None:
     cache = LatentCache(smk.input.cache)
     cache.check_vae(file_sha256(smk.input.vae))
     vae, _ = load_vae(smk.input.vae, map_location=runtime.device)
-    result = evaluate_cache_levels(cache, vae.eval(), smk.input.dataset, cfg, runtime)
+    classifier = None
+    if smk.input.get("classifier"):
+        classifier, _ = load_factor_classifier(smk.input.classifier, runtime.device)
+    result = evaluate_cache_levels(cache, vae.eval(), smk.input.dataset, cfg, runtime, classifier=classifier)
     write_json(result, smk.output.metrics)
 
 

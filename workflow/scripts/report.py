@@ -15,16 +15,25 @@ logger = logging.getLogger("multibeta.rules.report")
 def main(smk) -> None:
     setup_logging(smk.log[0])
     benchmarks = sorted(Path(smk.params.benchmarks).glob("*.tsv"))
+    # the dataset's shared jobs (data preparation, factor classifier) count towards this run
+    benchmarks += [Path(p) for p in smk.params.shared_benchmarks if Path(p).is_file()]
     doc = collect_report(
         experiment=smk.wildcards.exp, config=smk.params.config,
         generation=smk.input.generation, levels=smk.input.levels, baselines=smk.input.baselines,
-        classifier=smk.input.get("classifier"), vae_levels=smk.input.vae_levels, benchmarks=benchmarks,
+        classifier=smk.input.get("classifier"), vae_levels=smk.input.vae_levels,
+        sharpen=smk.input.sharpen_metrics, benchmarks=benchmarks,
     )
-    plot_level_curves(doc["levels"]["levels"], smk.output.curves)
-    figures = {"Metrics against β": smk.output.curves}
+    primary = smk.params.config["metrics"]["primary_basis"]
+    plot_level_curves(doc["levels"]["levels"], smk.output.curves, basis=primary)
+    figures = {f"Metrics against β (disentanglement in the {primary} basis)": smk.output.curves}
     figures.update({f"Samples: {Path(p).parent.name}": p for p in smk.input.sample_grids})
-    captions = ("Sharpening", "Traversal along latent dimensions", "Traversal along PCA directions")
-    figures.update(dict(zip(captions, smk.input.figures)))
+    sharpening, *traversals = smk.input.figures
+    figures["Sharpening: input | decoded at t_b | denoised from t_b to 0"] = sharpening
+    captions = {"dims": "latent dimensions", "pca": "PCA directions", "ica": "ICA directions"}
+    # the primary basis first
+    for path in sorted(traversals, key=lambda p: not Path(p).stem.endswith(f"_{primary}")):
+        basis = Path(path).stem.split("_", 1)[1]
+        figures[f"Traversal along {captions.get(basis, basis)}" + (" (primary basis)" if basis == primary else "")] = path
     vae_captions = ("VAE losses", "σ_t against β", "KL and reconstruction against β", "Reconstructions at 8 β")
     figures.update(dict(zip(vae_captions, smk.input.vae_plots)))
     figures.update({f"Diffusion losses: {Path(p).parent.name}": p for p in smk.input.diffusion_losses})

@@ -1,11 +1,15 @@
-"""Rule sharpen: input | decode of mu_{t_b} at t_b | denoised from t_b to 0, for held-out images."""
+"""Rule sharpen: input | decode of mu_{t_b} at t_b | denoised from t_b to 0, for held-out images,
+with scores of both against the input (metrics/sharpen.json)."""
 
 import logging
 
 from multibeta.data.h5io import ImageDataset
+from multibeta.metrics.factor_classifier import load_factor_classifier
+from multibeta.metrics.sharpening import score_sharpening
 from multibeta.sampling.config import SharpenConfig
 from multibeta.sampling.edit import save_sharpening_grid, sharpen
 from multibeta.sampling.loading import load_sampling_models
+from multibeta.utils.io import write_json
 from multibeta.workflow.jobs import start_job
 
 logger = logging.getLogger("multibeta.rules.sharpen")
@@ -16,11 +20,19 @@ def main(smk) -> None:
     cfg = SharpenConfig.from_section(smk.params.sharpen)
     models = load_sampling_models(smk.input.vae, smk.input.diffusion, runtime.device)
     dataset = ImageDataset(smk.input.dataset, split=cfg.split)
-    images = dataset.tensor_batch(list(range(min(cfg.n_images, len(dataset)))))
+    n = min(max(cfg.n_images, cfg.n_metric_images), len(dataset))
+    images = dataset.tensor_batch(list(range(n)))
     result = sharpen(models.encoder, models.decoder, models.denoiser, models.sigma, images,
                      levels=cfg.levels, device=runtime, **cfg.sampler_kwargs())
-    save_sharpening_grid(result, smk.output.grid)
+    save_sharpening_grid(result.head(cfg.n_images), smk.output.grid)
     logger.info("sharpening grid written to %s", smk.output.grid)
+    classifier = None
+    if smk.input.get("classifier"):
+        classifier, _ = load_factor_classifier(smk.input.classifier, runtime.device)
+    scores = score_sharpening(result.head(cfg.n_metric_images), classifier=classifier, device=runtime.device)
+    for level in scores["levels"]:
+        logger.info("t_b=%.2f decoded %s | denoised %s", level["t_b"], level["decoded"], level["denoised"])
+    write_json(scores, smk.output.metrics)
 
 
 main(snakemake)  # noqa: F821 - injected by Snakemake's script directive

@@ -1,11 +1,11 @@
-"""Rule traverse: move a t_b latent along latent dimensions and PCA directions, denoise, decode."""
+"""Rule traverse: move a t_b latent along latent dimensions, PCA and ICA directions, denoise, decode."""
 
 import logging
 
 from multibeta.data.h5io import ImageDataset
 from multibeta.sampling.config import TraverseConfig
 from multibeta.sampling.edit import (
-    dimension_directions, encode_images, pca_directions, save_traversal_grid, traversal_values, traverse,
+    basis_directions, encode_images, save_traversal_grid, traversal_values, traverse,
 )
 from multibeta.sampling.loading import load_sampling_models
 from multibeta.workflow.jobs import start_job
@@ -24,8 +24,10 @@ def main(smk) -> None:
     base = latents.mean(0) if cfg.base == "mean" else latents[min(cfg.base_index, n - 1)]
     values = traversal_values(cfg.span, cfg.n_values)
     for directions, path in (
-        (dimension_directions(latents, cfg.max_dims), smk.output.dims),
-        (pca_directions(latents, cfg.n_pca), smk.output.pca),
+        (basis_directions(latents, "dims", cfg.max_dims), smk.output.dims),
+        (basis_directions(latents, "pca", cfg.n_pca), smk.output.pca),
+        # the ICA basis is fitted with the metrics' seed, as the disentanglement scores are
+        (basis_directions(latents, "ica", cfg.n_pca, seed=smk.params.seed), smk.output.ica),
     ):
         grid = traverse(models.denoiser, models.sigma, models.decoder, base, directions, values,
                         device=runtime, **cfg.sampler_kwargs())

@@ -69,6 +69,16 @@ _HEART_UNIT = 9.0  # pixels per unit of the implicit heart curve
 _HEART_Y_CENTRE = 0.125  # centre of the heart curve's bounding box (y from -1 to 1.25)
 
 
+#: Orientation classes after which each shape looks the same again (square a quarter turn,
+#: ellipse a half turn, heart a full turn): images at orientation k and k + period are equal.
+ORIENTATION_PERIODS: tuple[int, ...] = (_QUARTER, 2 * _QUARTER, FACTOR_SIZES[2])
+
+
+def orientation_period(shape: int) -> int:
+    """Orientation period (in classes) of shape class ``shape`` (0 square, 1 ellipse, 2 heart)."""
+    return ORIENTATION_PERIODS[int(shape)]
+
+
 def factor_values() -> list[np.ndarray]:
     """The value of each class of each factor: a list of 5 float64 arrays."""
     return [

@@ -69,6 +69,7 @@ class DciConfig:
     n_train: int
     n_test: int
     estimator: DciEstimator
+    best_level_estimator: DciEstimator | None
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class MetricsConfig:
     seed: int
     levels: tuple[float, ...] | None
     rotations: tuple[str, ...]
+    primary_basis: str
     weights_dir: str
     inception_weights: str | None
     lpips_weights: str | None
@@ -131,6 +133,7 @@ class MetricsConfig:
             seed=int(section["seed"]),
             levels=None if levels is None else tuple(float(v) for v in levels),
             rotations=tuple(section["rotations"]),
+            primary_basis=str(section["primary_basis"]),
             weights_dir=str(section["weights_dir"]),
             inception_weights=section["inception_weights"],
             lpips_weights=section["lpips_weights"],

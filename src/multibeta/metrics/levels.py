@@ -10,6 +10,7 @@ Two entry points share one per-level core (:func:`level_metrics`):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -20,10 +21,13 @@ import torch
 
 from multibeta.data.h5io import read_images, read_metadata
 from multibeta.metrics.config import MetricsConfig, select_levels
+from multibeta.metrics.dci import compute_dci
 from multibeta.metrics.disentanglement import compute_disentanglement
+from multibeta.metrics.render_consistency import score_images
 from multibeta.metrics.reconstruction import compute_reconstruction, load_lpips, wants_lpips
 from multibeta.sampling.edit import encode_images
 from multibeta.sampling.samplers import decode_latents
+from multibeta.utils.bases import fit_basis
 from multibeta.utils.device import Runtime
 
 logger = logging.getLogger(__name__)
@@ -59,18 +63,30 @@ def maybe_lpips(cfg: MetricsConfig, channels: int, device: torch.device) -> torc
 def level_metrics(
     codes: np.ndarray, labels: Labels, originals: np.ndarray, reconstructions: torch.Tensor,
     cfg: MetricsConfig, *, lpips_model: torch.nn.Module | None, runtime: Runtime,
+    classifier: torch.nn.Module | None = None, recon_labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Disentanglement of ``codes`` [N, d] and reconstruction error of ``reconstructions`` [M, C, H, W]."""
+    """Disentanglement of ``codes`` [N, d] and reconstruction error of ``reconstructions`` [M, C, H, W].
+
+    With the dSprites factor ``classifier`` (and ``recon_labels`` [M, 5], the factors of the
+    reconstructed originals), the reconstructions are also scored by the rulers of
+    :func:`multibeta.metrics.render_consistency.score_images` (keys prefixed ``recon_``: IoU to
+    the input, the classifier's accuracy on the reconstruction, render consistency).
+    """
     out: dict[str, Any] = {}
     out.update(compute_reconstruction(
         originals, reconstructions, lpips_model=lpips_model,
         batch_size=cfg.reconstruction.batch_size, runtime=runtime,
     ))
+    if classifier is not None:
+        ruler = score_images(classifier, reconstructions, device=runtime.device, labels=recon_labels,
+                             originals=originals)
+        out.update({f"recon_{key}": value for key, value in ruler.items()
+                    if key not in ("n_images", "valid_iou")})
     if labels.factor_classes is None and labels.attributes is None:
         return out
     for rotation in cfg.rotations:
         scores = compute_disentanglement(
-            rotate(codes, rotation), cfg, factor_classes=labels.factor_classes,
+            rotate(codes, rotation, cfg.seed), cfg, factor_classes=labels.factor_classes,
             factor_names=labels.factor_names, attributes=labels.attributes,
             attribute_names=labels.attribute_names,
         )
@@ -79,23 +95,21 @@ def level_metrics(
     return out
 
 
-def rotate(codes: np.ndarray, rotation: str) -> np.ndarray:
-    """``codes`` [N, d] in the basis ``rotation``: ``identity``, or ``pca`` (centred, projected
-    onto the principal axes in order of decreasing variance; no rescaling, no labels used)."""
+def rotate(codes: np.ndarray, rotation: str, seed: int = 0) -> np.ndarray:
+    """``codes`` [N, d] in the basis ``rotation`` (:mod:`multibeta.utils.bases`): ``identity``,
+    ``pca`` (centred, projected onto the principal axes in order of decreasing variance; no
+    rescaling) or ``ica`` (independent components, unit variance). No labels are used."""
     if rotation == "identity":
         return codes
-    if rotation == "pca":
-        centred = codes.astype(np.float64) - codes.mean(axis=0)
-        _, _, vh = np.linalg.svd(centred, full_matrices=False)
-        return (centred @ vh.T).astype(np.float32)
-    raise ValueError(f"unknown rotation {rotation!r}; use identity or pca")
-
+    return fit_basis(codes, rotation, seed=seed).transform(codes)
 
 
 def evaluate_cache_levels(
     cache: Any, vae: torch.nn.Module, dataset_path: str | os.PathLike, cfg: MetricsConfig, runtime: Runtime,
+    *, classifier: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Metrics of the multi-β VAE at each selected cached level.
+    """Metrics of the multi-β VAE at each selected cached level (``classifier``: see
+    :func:`level_metrics`).
 
     Returns:
         ``{"levels": [{"t", "beta", "sigma", <metrics>}, ...]}`` in ascending t.
@@ -105,6 +119,7 @@ def evaluate_cache_levels(
     recon_cache_rows = cache.rows("validation")[: cfg.reconstruction.n_images]
     originals = read_images(dataset_path, dataset_rows[recon_cache_rows])
     lpips_model = maybe_lpips(cfg, originals.shape[1], runtime.device)
+    recon_labels = None if labels.factor_classes is None else labels.factor_classes[recon_cache_rows]
     levels = []
     for k in select_levels(np.asarray(cache.t), cfg.levels):
         t = float(cache.t[k])
@@ -113,17 +128,46 @@ def evaluate_cache_levels(
                                batch_size=cfg.reconstruction.batch_size, device=runtime, progress=False)
         entry = {"t": t, "beta": float(cache.beta[k]), "sigma": float(cache.sigma[k])}
         entry.update(level_metrics(codes, labels, originals, recon, cfg, lpips_model=lpips_model,
-                                   runtime=runtime))
+                                   runtime=runtime, classifier=classifier, recon_labels=recon_labels))
         logger.info("level t=%.3f (beta %.3g): %s", t, entry["beta"], entry)
         levels.append(entry)
-    return {"levels": levels}
+    out: dict[str, Any] = {"levels": levels}
+    if labels.factor_classes is not None and cfg.dci.best_level_estimator is not None:
+        out["best_level_dci"] = best_level_dci(cache, levels, labels, cfg)
+    return out
+
+
+def basis_prefix(basis: str) -> str:
+    """Key prefix of the disentanglement scores in ``basis`` (``""`` for the latent axes)."""
+    return "" if basis == "identity" else f"{basis}_"
+
+
+def best_level_dci(cache: Any, levels: list[dict[str, Any]], labels: Labels, cfg: MetricsConfig) -> dict[str, Any]:
+    """DCI with ``metrics.dci.best_level_estimator`` (the published estimator, gbt) at the level
+    where the primary basis' FactorVAE score is highest, in the primary basis and on the axes."""
+    key = f"{basis_prefix(cfg.primary_basis)}factorvae_score"
+    scored = [(lvl.get(key, float("-inf")), i) for i, lvl in enumerate(levels)]
+    _, best = max(scored)
+    t = levels[best]["t"]
+    k = int(np.argmin(np.abs(np.asarray(cache.t) - t)))
+    codes = cache.level(k)
+    dci_cfg = dataclasses.replace(cfg.dci, estimator=cfg.dci.best_level_estimator)
+    out: dict[str, Any] = {"t": float(t), "beta": levels[best]["beta"], "selected_by": key,
+                           "estimator": cfg.dci.best_level_estimator}
+    for basis in dict.fromkeys((cfg.primary_basis, "identity")):
+        result = compute_dci(rotate(codes, basis, cfg.seed), labels.factor_classes, dci_cfg, seed=cfg.seed,
+                             factor_names=labels.factor_names)
+        out[basis] = result
+        logger.info("best level t=%.3f, %s basis, DCI (%s): %s", t, basis, dci_cfg.estimator, result)
+    return out
 
 
 def evaluate_vae_at(
     vae: torch.nn.Module, t: float, dataset_path: str | os.PathLike, cfg: MetricsConfig, runtime: Runtime,
-    *, n_codes: int, seed: int,
+    *, n_codes: int, seed: int, classifier: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``vae`` at level ``t``: codes of a seeded subset of ``n_codes`` images (dataset order)."""
+    """Metrics of ``vae`` at level ``t``: codes of a seeded subset of ``n_codes`` images (dataset
+    order); ``classifier``: see :func:`level_metrics`."""
     meta = read_metadata(dataset_path)
     rng = np.random.default_rng(seed)
     n = meta["n"]
@@ -136,4 +180,6 @@ def evaluate_vae_at(
     recon = decode_latents(vae.decode_image, torch.as_tensor(codes[:m]), t=t,
                            batch_size=cfg.reconstruction.batch_size, device=runtime, progress=False)
     lpips_model = maybe_lpips(cfg, images.shape[1], runtime.device)
-    return level_metrics(codes, labels, images[:m], recon, cfg, lpips_model=lpips_model, runtime=runtime)
+    recon_labels = None if labels.factor_classes is None else labels.factor_classes[:m]
+    return level_metrics(codes, labels, images[:m], recon, cfg, lpips_model=lpips_model, runtime=runtime,
+                         classifier=classifier, recon_labels=recon_labels)

@@ -6,7 +6,8 @@ Inputs are the JSON files the metric rules write (shapes below) and Snakemake's
 - ``generation/<run>.json``: ``{"run": {settings}, "n_samples", "samples_per_s", ...metrics}``
 - ``levels.json``: ``{"levels": [{"t", "beta", "sigma", ...metrics}, ...]}``
 - ``baselines/beta<β>.json``: ``{"beta", ...metrics}``
-- ``factor_classifier.json``: ``{"accuracy": {...}}`` (data with factors only)
+- ``accuracy.json`` of the dataset's factor classifier: ``{"accuracy": {...}}`` (data with factors only)
+- ``sharpen.json``: ``{"levels": [{"t_b", "decoded": {...}, "denoised": {...}}], "n_images"}``
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def collect_report(
     baselines: Iterable[str | Path] = (),
     classifier: str | Path | None = None,
     vae_levels: str | Path | None = None,
+    sharpen: str | Path | None = None,
     benchmarks: Iterable[str | Path] = (),
 ) -> dict[str, Any]:
     """Build the ``metrics.json`` document (every number, config hash, versions, counts)."""
@@ -69,5 +71,6 @@ def collect_report(
         "baselines": {f"{read_json(p)['beta']:g}": read_json(p) for p in baselines},
         "factor_classifier": read_json(classifier) if classifier else None,
         "vae_levels": read_json(vae_levels) if vae_levels else None,
+        "sharpen": read_json(sharpen) if sharpen else None,
         "timings": {benchmark_name(p): read_benchmark(p) for p in benchmarks},
     }

@@ -12,21 +12,34 @@ LEVEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("beta", "β", "{:.3g}"),
     ("sigma", "σ_t", "{:.3f}"),
     ("mse", "MSE", "{:.4f}"),
+    ("recon_iou_to_input", "IoU to input", "{:.3f}"),
+    ("recon_accuracy.shape", "shape acc.", "{:.3f}"),
+    ("recon_valid_fraction", "valid", "{:.3f}"),
     ("psnr", "PSNR dB", "{:.2f}"),
     ("lpips", "LPIPS", "{:.4f}"),
     ("mig", "MIG", "{:.3f}"),
-    ("dci_disentanglement", "DCI-D", "{:.3f}"),
-    ("dci_completeness", "DCI-C", "{:.3f}"),
-    ("dci_informativeness", "DCI-I", "{:.3f}"),
+    ("dci_disentanglement", "DCI-D (RF)", "{:.3f}"),
+    ("dci_completeness", "DCI-C (RF)", "{:.3f}"),
+    ("dci_informativeness_test", "DCI-I test (RF)", "{:.3f}"),
     ("factorvae_score", "FactorVAE", "{:.3f}"),
     ("sap", "SAP", "{:.3f}"),
     ("pca_mig", "MIG (PCA)", "{:.3f}"),
     ("pca_factorvae_score", "FactorVAE (PCA)", "{:.3f}"),
+    ("ica_mig", "MIG (ICA)", "{:.3f}"),
+    ("ica_factorvae_score", "FactorVAE (ICA)", "{:.3f}"),
     ("tad", "TAD", "{:.3f}"),
     ("tad_attributes", "TAD attrs", "{:.1f}"),
 )
+#: Disentanglement scores reported per basis at the best level (key without basis prefix).
+BASIS_SCORES: tuple[tuple[str, str], ...] = (
+    ("factorvae_score", "FactorVAE"), ("mig", "MIG"), ("dci_disentanglement", "DCI-D (RF)"), ("sap", "SAP"),
+    ("tad", "TAD"),
+)
+BASIS_NAMES = {"identity": "latent axes", "pca": "PCA", "ica": "ICA"}
 #: Disentanglement keys used to pick the "best level" (first present wins).
 BEST_LEVEL_KEYS = ("factorvae_score", "mig", "pca_factorvae_score", "pca_mig", "tad")
+#: Few-step sampling runs: at most this many network evaluations per sample.
+FEW_STEP_NFE = 50
 
 
 def _fmt(value: Any, fmt: str) -> str:
@@ -46,12 +59,16 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def generation_table(generation: dict[str, Any]) -> str:
-    """One row per sampling run: variant, solver, steps, η, start prior, then FD/KID per space."""
+    """One row per sampling run: variant, solver, steps, η, start prior, then FD/KID per space,
+    and on dSprites the fraction of valid samples, their render IoU and the worst factor TV."""
     spaces = sorted({k for doc in generation.values() for k in ("factor_classifier", "inception") if k in doc})
+    render = any("render" in doc for doc in generation.values())
     headers = ["run", "variant", "solver", "steps", "η", "prior", "samples"]
     for space in spaces:
         label = "domain" if space == "factor_classifier" else "Inception"
         headers += [f"{label} FD ↓", f"{label} KID ↓"]
+    if render:
+        headers += ["valid ↑", "render IoU ↑", "max TV ↓"]
     headers += ["samples/s"]
     rows = []
     for name, doc in generation.items():
@@ -62,14 +79,58 @@ def generation_table(generation: dict[str, Any]) -> str:
         for space in spaces:
             m = doc.get(space, {})
             row += [_fmt(m.get("fid"), "{:.3f}"), _fmt(m.get("kid_mean"), "{:.4f}")]
+        if render:
+            r = doc.get("render", {})
+            row += [_fmt(r.get("valid_fraction"), "{:.3f}"), _fmt(r.get("render_iou"), "{:.3f}"),
+                    _fmt(r.get("tv_max"), "{:.3f}")]
         row.append(_fmt(doc.get("timing", {}).get("samples_per_s"), "{:.1f}"))
         rows.append(row)
+    return table(headers, rows)
+
+
+def coverage_table(generation: dict[str, Any]) -> str:
+    """Total variation distance of each run's factor distribution from the data's, per factor,
+    with the floor that sampling noise alone gives at the same sample count."""
+    factors = ("shape", "scale", "orientation", "posX", "posY")
+    headers = ["run"] + [f"TV {f}" for f in factors] + ["valid square", "valid ellipse", "valid heart"]
+    rows = []
+    for name, doc in generation.items():
+        r = doc.get("render")
+        if not r:
+            continue
+        row = [name] + [f"{r[f'tv.{f}']:.3f} ({r[f'tv_floor.{f}']:.3f})" for f in factors]
+        row += [_fmt(r.get(f"valid_fraction.{shape}"), "{:.3f}") for shape in ("square", "ellipse", "heart")]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def classifier_table(accuracy: dict[str, Any]) -> str:
+    """Held-out accuracy of the factor classifier, exact and within one class, per factor."""
+    names = [k.split(".", 1)[1] for k in accuracy if k.startswith("accuracy.")]
+    rows = [[n, _fmt(accuracy.get(f"accuracy.{n}"), "{:.4f}"), _fmt(accuracy.get(f"within_one.{n}"), "{:.4f}")]
+            for n in names]
+    return table(["factor", "accuracy", "within one class"], rows)
+
+
+def sharpening_table(sharpen: dict[str, Any]) -> str:
+    """Per level t_b: the decoded-at-t_b and the denoised images against the input."""
+    levels = sharpen["levels"]
+    keys = [("iou_to_input", "IoU to input"), ("valid_fraction", "valid"), ("mse", "MSE")]
+    keys = [k for k in keys if all(k[0] in lvl["decoded"] for lvl in levels)]
+    headers = ["t_b"] + [f"{label}: {which}" for key, label in keys for which in ("decoded", "denoised")]
+    rows = [[f"{lvl['t_b']:.2f}"] + [f"{lvl[which][key]:.3f}" for key, _ in keys for which in ("decoded", "denoised")]
+            for lvl in levels]
     return table(headers, rows)
 
 
 def level_table(levels: list[dict[str, Any]]) -> str:
     present = [c for c in LEVEL_COLUMNS if any(c[0] in lvl for lvl in levels)]
     return table([c[1] for c in present], ([_fmt(lvl.get(c[0]), c[2]) for c in present] for lvl in levels))
+
+
+def basis_prefix(basis: str) -> str:
+    """Key prefix of the disentanglement scores in ``basis`` (``""`` for the latent axes)."""
+    return "" if basis == "identity" else f"{basis}_"
 
 
 def best_levels(levels: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -86,6 +147,43 @@ def best_level(levels: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | Non
     """The level with the highest score of the first disentanglement metric present."""
     found = best_levels(levels)
     return found[0] if found else None
+
+
+def best_level_in(levels: list[dict[str, Any]], basis: str) -> dict[str, Any] | None:
+    """The level with the highest FactorVAE score (TAD on attribute data) in ``basis``."""
+    for score in ("factorvae_score", "tad"):
+        key = basis_prefix(basis) + score
+        scored = [lvl for lvl in levels if lvl.get(key) is not None]
+        if scored:
+            return max(scored, key=lambda lvl: lvl[key])
+    return None
+
+
+def basis_table(levels: list[dict[str, Any]], bases: Sequence[str], primary: str) -> str:
+    """Per basis: the best level (highest FactorVAE score in that basis) and its scores."""
+    present = [(key, label) for key, label in BASIS_SCORES
+               if any(basis_prefix(b) + key in lvl for b in bases for lvl in levels)]
+    headers = ["basis", "best level t", "β there"] + [label for _, label in present]
+    rows = []
+    for basis in bases:
+        lvl = best_level_in(levels, basis)
+        if lvl is None:
+            continue
+        name = BASIS_NAMES.get(basis, basis) + (" (primary)" if basis == primary else "")
+        rows.append([name, f"{lvl['t']:.3f}", f"{lvl['beta']:.3g}"]
+                    + [_fmt(lvl.get(basis_prefix(basis) + key), "{:.3f}") for key, _ in present])
+    return table(headers, rows)
+
+
+def best_dci_table(best: dict[str, Any]) -> str:
+    """DCI at the best level with the published estimator, per basis."""
+    rows = []
+    for basis in ("ica", "pca", "identity"):
+        if basis in best:
+            r = best[basis]
+            rows.append([BASIS_NAMES.get(basis, basis), f"{r['dci_disentanglement']:.3f}",
+                         f"{r['dci_completeness']:.3f}", f"{r['dci_informativeness_test']:.3f}"])
+    return table(["basis", "D", "C", "I (test)"], rows)
 
 
 def baseline_table(baselines: dict[str, Any]) -> str:
@@ -110,34 +208,70 @@ def _rel(path: str | os.PathLike, start: Path) -> str:
 
 def render_report(doc: dict[str, Any], *, out_path: str | os.PathLike, figures: dict[str, str]) -> str:
     """The Markdown report. ``figures`` maps captions to image paths (made relative to the report)."""
+    from multibeta.report.checks import checks_table, method_checks
+
     here = Path(out_path).parent
+    metrics_cfg = doc.get("config", {}).get("metrics", {})
+    primary = metrics_cfg.get("primary_basis", "identity")
+    bases = list(metrics_cfg.get("rotations", ["identity"]))
     parts = [
         f"# Experiment `{doc['experiment']}`",
         "",
         f"Config hash `{doc['config_hash']}`; multibeta {doc['versions'].get('multibeta')}, "
         f"torch {doc['versions'].get('torch')}, git {str(doc['versions'].get('git_commit'))[:10]}. "
         "Every number below was computed by this run; all of them are in `metrics.json`.",
+    ]
+    checks = method_checks(doc, primary_basis=primary)
+    if checks:
+        parts += ["", "## Checks of the method", "",
+                  "Does this run show what the method claims? Thresholds: `multibeta.report.checks`.", "",
+                  checks_table(checks)]
+    parts += [
         "",
         "## Generation",
         "",
         "FD/KID of each sampling run against the prepared training images"
         + (" (domain = the pipeline's factor classifier's feature space, no download)"
            if any("factor_classifier" in run for run in doc["generation"].values()) else "")
+        + ("; valid = fraction of samples within IoU 0.9 of the rendering of their predicted factors, "
+           "max TV = largest total variation distance of the shape, scale, x or y distribution from the data's"
+           if any("render" in run for run in doc["generation"].values()) else "")
         + ".",
         "",
         generation_table(doc["generation"]),
     ]
+    if any("render" in run for run in doc["generation"].values()):
+        parts += ["", "Factor coverage of the samples: TV distance from the data per factor (in brackets: "
+                  "what sampling noise alone gives at the same number of images; orientation folded by "
+                  "each shape's symmetry), and the valid fraction per predicted shape.", "",
+                  coverage_table(doc["generation"])]
     clf = doc.get("factor_classifier")
     if clf:
-        parts += ["", f"Factor classifier held-out accuracy: {clf['accuracy']['accuracy']:.3f} "
-                  "(mean over factors)."]
+        acc = clf["accuracy"]
+        parts += ["", f"Factor classifier (the rulers' reader) held-out accuracy on {int(acc.get('n_heldout', 0))} "
+                  "images (orientation modulo each shape's symmetry):", "", classifier_table(acc)]
+    if doc.get("sharpen"):
+        parts += ["", "## Sharpening", "",
+                  f"Held-out images encoded at t_b, decoded there directly or denoised to t = 0 first "
+                  f"({doc['sharpen']['n_images']} images).", "", sharpening_table(doc["sharpen"])]
     levels = doc["levels"]["levels"]
-    parts += ["", "## Reconstruction and disentanglement per level", "", level_table(levels)]
-    best = best_levels(levels)
-    if best:
-        parts += ["", "| score | best level t | β there | best value | value at t = 0 |", "|---|---|---|---|---|"]
-        parts += [f"| {key} | {lvl['t']:.3f} | {lvl['beta']:.3g} | {lvl[key]:.3f} | {_fmt(levels[0].get(key), '{:.3f}')} |"
-                  for key, lvl in best]
+    parts += ["", "## Reconstruction and disentanglement per level", "",
+              "Reconstructions of held-out images decoded from the cached μ_t; disentanglement of μ_t of "
+              "the training images (RF = random-forest DCI, for the curve).", "", level_table(levels)]
+    if any(basis_prefix(b) + "factorvae_score" in lvl for b in bases for lvl in levels):
+        parts += ["", f"Best level per basis (primary: {BASIS_NAMES.get(primary, primary)}):", "",
+                  basis_table(levels, bases, primary)]
+    else:
+        best = best_levels(levels)
+        if best:
+            parts += ["", "| score | best level t | β there | best value | value at t = 0 |", "|---|---|---|---|---|"]
+            parts += [f"| {key} | {lvl['t']:.3f} | {lvl['beta']:.3g} | {lvl[key]:.3f} | "
+                      f"{_fmt(levels[0].get(key), '{:.3f}')} |" for key, lvl in best]
+    best_dci = doc["levels"].get("best_level_dci")
+    if best_dci:
+        parts += ["", f"DCI at the best level (t = {best_dci['t']:.3f}, β = {best_dci['beta']:.3g}) with "
+                  f"the published estimator ({best_dci['estimator']}, as disentanglement_lib):", "",
+                  best_dci_table(best_dci)]
     if doc.get("baselines"):
         parts += ["", "## Multi-β VAE against fixed-β VAEs", "", baseline_table(doc["baselines"])]
     if figures:

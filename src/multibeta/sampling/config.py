@@ -98,6 +98,7 @@ class SharpenConfig:
 
     levels: tuple[float, ...]
     n_images: int
+    n_metric_images: int
     split: Split
     variant: Variant
     add_noise: bool
@@ -112,6 +113,7 @@ class SharpenConfig:
         cfg = cls(
             levels=tuple(float(v) for v in d["levels"]),
             n_images=int(d["n_images"]),
+            n_metric_images=int(d["n_metric_images"]),
             split=d["split"],
             variant=d["variant"],
             add_noise=bool(d["add_noise"]),

@@ -32,6 +32,7 @@ from multibeta.sampling.samplers import (
     sample_latents,
 )
 from multibeta.sampling.spacing import Spacing, level_steps
+from multibeta.utils.bases import fit_basis
 from multibeta.utils.device import Runtime
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,11 @@ class SharpenResult:
     sharp: torch.Tensor
     latents: torch.Tensor
 
+    def head(self, n: int) -> "SharpenResult":
+        """The first ``n`` images of the result."""
+        return SharpenResult(self.levels, self.inputs[:n], self.blurry[:, :n], self.sharp[:, :n],
+                             self.latents[:, :n])
+
 
 def sharpen(
     encoder: Encoder,
@@ -202,7 +208,7 @@ class Directions:
     """A set of K traversal directions in latent space.
 
     Attributes:
-        name: ``dims`` or ``pca`` (used in file names).
+        name: ``dims``, ``pca`` or ``ica`` (used in file names).
         vectors: unit directions ``[K, d]``.
         stds: std of the latents along each direction ``[K]`` (the traversal unit).
         labels: one row label per direction.
@@ -251,6 +257,30 @@ def pca_directions(latents: torch.Tensor, n: int) -> Directions:
         stds=stds.float(),
         labels=[f"PC{k + 1} ({100 * float(explained[k]):.0f}%)" for k in range(n)],
     )
+
+
+def ica_directions(latents: torch.Tensor, n: int, *, seed: int = 0) -> Directions:
+    """Top ``n`` independent components of ``latents`` ``[N, d]`` (:mod:`multibeta.utils.bases`):
+    each direction is the latent displacement of one source, its std the source's scale."""
+    basis = fit_basis(latents.double().numpy(), "ica", seed=seed)
+    n = min(n, len(basis.directions))
+    return Directions(
+        name="ica",
+        vectors=torch.as_tensor(basis.directions[:n], dtype=torch.float32),
+        stds=torch.as_tensor(basis.scales[:n], dtype=torch.float32),
+        labels=basis.labels()[:n],
+    )
+
+
+def basis_directions(latents: torch.Tensor, basis: str, n: int, *, seed: int = 0) -> Directions:
+    """Traversal directions of basis ``dims`` / ``identity``, ``pca`` or ``ica`` (at most ``n``)."""
+    if basis in ("dims", "identity"):
+        return dimension_directions(latents, n)
+    if basis == "pca":
+        return pca_directions(latents, n)
+    if basis == "ica":
+        return ica_directions(latents, n, seed=seed)
+    raise ValueError(f"unknown traversal basis {basis!r}; use identity, pca or ica")
 
 
 def traversal_values(span: float, n_values: int) -> torch.Tensor:

@@ -111,6 +111,7 @@ class VAEConfig:
     reconstruction: Reconstruction
     loss_weighting: LossWeighting
     t_sampling: TSampling
+    t_power: float
     steps: int
     batch_size: int
     lr: float
@@ -144,7 +145,7 @@ class VAEConfig:
         kw["adam_betas"] = tuple(float(b) for b in kw["adam_betas"])
         kw["baseline_betas"] = tuple(float(b) for b in kw["baseline_betas"])
         for key in ("beta_min", "beta_max", "sigma_min", "sigma_max", "lr", "weight_decay",
-                    "min_lr_ratio", "ema_decay"):
+                    "min_lr_ratio", "ema_decay", "t_power"):
             kw[key] = float(kw[key])
         cfg = cls(**kw)
         cfg.check()

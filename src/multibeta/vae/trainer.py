@@ -251,15 +251,16 @@ class VAETrainer:
         return idx
 
     def sample_levels(self, n: int) -> torch.Tensor:
-        """t ``[n]`` (``[1]`` in fixed-β mode), on the CPU generator."""
+        """t ``[n]`` (``[1]`` in fixed-β mode), on the CPU generator: u ~ U[0, 1] (i.i.d. or
+        stratified), then t = u^p with p = ``vae.t_power`` (density p⁻¹ t^(1/p − 1))."""
         if self.fixed_t is not None:
             return torch.full((1,), self.fixed_t)
         u = torch.rand(n, generator=self.generator)
         if self.cfg.t_sampling == "stratified":
             # shuffled strata: batch indices are sorted, so t must not follow their order
             strata = torch.randperm(n, generator=self.generator).to(torch.float32)
-            return (strata + u) / n
-        return u
+            u = (strata + u) / n
+        return u if self.cfg.t_power == 1.0 else u.pow(self.cfg.t_power)
 
     # ---- one step --------------------------------------------------------------------
     def _check_finite(self, values: dict[str, torch.Tensor]) -> None:
