@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run_times.py [--experiment default] [--wall SECONDS]
 
-Reads ``results/<experiment>/benchmarks/*.tsv`` and ``results/datasets/*/*.benchmark.tsv``
+Reads ``results/<experiment>/benchmarks/*.tsv`` and ``results/datasets/**/*.benchmark.tsv``
 (wall seconds, peak RSS, CPU seconds; jobs in the order they finished) and writes
 ``benchmarks/results/<experiment>_run_times.md``. ``--wall`` adds the measured end-to-end wall
 time of the ``snakemake`` command (e.g. from ``/usr/bin/time``).
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--wall", type=float, default=None, help="end-to-end wall seconds")
     args = parser.parse_args()
     files = sorted((args.results / args.experiment / "benchmarks").glob("*.tsv"))
-    files += sorted(args.results.glob("datasets/*/*.benchmark.tsv"))
+    files += sorted(args.results.glob("datasets/*/**/*.benchmark.tsv"))
     if not files:
         raise SystemExit(f"no benchmark files under {args.results / args.experiment}; run the pipeline first")
     jobs = sorted(((p, read_benchmark(p)) for p in files), key=lambda item: item[0].stat().st_mtime)

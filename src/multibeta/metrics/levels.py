@@ -146,8 +146,7 @@ def best_level_dci(cache: Any, levels: list[dict[str, Any]], labels: Labels, cfg
     """DCI with ``metrics.dci.best_level_estimator`` (the published estimator, gbt) at the level
     where the primary basis' FactorVAE score is highest, in the primary basis and on the axes."""
     key = f"{basis_prefix(cfg.primary_basis)}factorvae_score"
-    scored = [(lvl.get(key, float("-inf")), i) for i, lvl in enumerate(levels)]
-    _, best = max(scored)
+    best = max(range(len(levels)), key=lambda i: levels[i].get(key, float("-inf")))  # first on ties
     t = levels[best]["t"]
     k = int(np.argmin(np.abs(np.asarray(cache.t) - t)))
     codes = cache.level(k)

@@ -91,9 +91,9 @@ def method_checks(doc: dict[str, Any], *, primary_basis: str) -> list[Check]:
         high = [lvl for lvl in sharpen["levels"] if lvl["t_b"] >= SHARPEN_MIN_T]
         if high:
             pairs = [(lvl["denoised"]["iou_to_input"], lvl["decoded"]["iou_to_input"]) for lvl in high]
+            levels_text = ", ".join(f"{lvl['t_b']:g}" for lvl in high)
             checks.append(Check(
-                f"sharpening: IoU to the input of denoised vs decoded-at-t_b, t_b ∈ "
-                f"{{{', '.join(f'{lvl['t_b']:g}' for lvl in high)}}}",
+                f"sharpening: IoU to the input of denoised vs decoded-at-t_b, t_b ∈ {{{levels_text}}}",
                 "denoised higher at every t_b", ", ".join(f"{a:.3f} vs {b:.3f}" for a, b in pairs),
                 all(a > b for a, b in pairs)))
     prefix = "" if primary_basis == "identity" else f"{primary_basis}_"

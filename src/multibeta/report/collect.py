@@ -41,7 +41,8 @@ def read_benchmark(path: str | Path) -> dict[str, float]:
 
 
 def benchmark_name(path: str | Path) -> str:
-    return Path(path).stem
+    """Job name of a benchmark file (``<rule>[_<wildcards>].tsv`` or ``<rule>.benchmark.tsv``)."""
+    return Path(path).name.removesuffix(".tsv").removesuffix(".benchmark")
 
 
 def collect_report(

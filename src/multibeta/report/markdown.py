@@ -17,6 +17,7 @@ LEVEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("recon_valid_fraction", "valid", "{:.3f}"),
     ("psnr", "PSNR dB", "{:.2f}"),
     ("lpips", "LPIPS", "{:.4f}"),
+    # disentanglement from here on (RECON_COLUMNS)
     ("mig", "MIG", "{:.3f}"),
     ("dci_disentanglement", "DCI-D (RF)", "{:.3f}"),
     ("dci_completeness", "DCI-C (RF)", "{:.3f}"),
@@ -30,6 +31,8 @@ LEVEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("tad", "TAD", "{:.3f}"),
     ("tad_attributes", "TAD attrs", "{:.1f}"),
 )
+#: The first columns are the reconstruction table, the rest (after t and β) disentanglement.
+RECON_COLUMNS = 9
 #: Disentanglement scores reported per basis at the best level (key without basis prefix).
 BASIS_SCORES: tuple[tuple[str, str], ...] = (
     ("factorvae_score", "FactorVAE"), ("mig", "MIG"), ("dci_disentanglement", "DCI-D (RF)"), ("sap", "SAP"),
@@ -106,7 +109,10 @@ def coverage_table(generation: dict[str, Any]) -> str:
 
 def classifier_table(accuracy: dict[str, Any]) -> str:
     """Held-out accuracy of the factor classifier, exact and within one class, per factor."""
+    from multibeta.data.dsprites import FACTOR_NAMES
+
     names = [k.split(".", 1)[1] for k in accuracy if k.startswith("accuracy.")]
+    names.sort(key=lambda n: FACTOR_NAMES.index(n) if n in FACTOR_NAMES else len(FACTOR_NAMES))
     rows = [[n, _fmt(accuracy.get(f"accuracy.{n}"), "{:.4f}"), _fmt(accuracy.get(f"within_one.{n}"), "{:.4f}")]
             for n in names]
     return table(["factor", "accuracy", "within one class"], rows)
@@ -123,8 +129,8 @@ def sharpening_table(sharpen: dict[str, Any]) -> str:
     return table(headers, rows)
 
 
-def level_table(levels: list[dict[str, Any]]) -> str:
-    present = [c for c in LEVEL_COLUMNS if any(c[0] in lvl for lvl in levels)]
+def level_table(levels: list[dict[str, Any]], columns: Sequence[tuple[str, str, str]] = LEVEL_COLUMNS) -> str:
+    present = [c for c in columns if any(c[0] in lvl for lvl in levels)]
     return table([c[1] for c in present], ([_fmt(lvl.get(c[0]), c[2]) for c in present] for lvl in levels))
 
 
@@ -256,8 +262,13 @@ def render_report(doc: dict[str, Any], *, out_path: str | os.PathLike, figures: 
                   f"({doc['sharpen']['n_images']} images).", "", sharpening_table(doc["sharpen"])]
     levels = doc["levels"]["levels"]
     parts += ["", "## Reconstruction and disentanglement per level", "",
-              "Reconstructions of held-out images decoded from the cached μ_t; disentanglement of μ_t of "
-              "the training images (RF = random-forest DCI, for the curve).", "", level_table(levels)]
+              "Reconstructions of held-out images decoded from the cached μ_t"
+              + (" (IoU of the binarised reconstruction and input; shape accuracy = the factor classifier "
+                 "reads the input's shape in the reconstruction; valid = render consistency ≥ 0.9)"
+                 if any("recon_iou_to_input" in lvl for lvl in levels) else "") + ":",
+              "", level_table(levels, LEVEL_COLUMNS[:RECON_COLUMNS]), "",
+              "Disentanglement of μ_t of the training images (RF = random-forest DCI, for the curve):", "",
+              level_table(levels, LEVEL_COLUMNS[:2] + LEVEL_COLUMNS[RECON_COLUMNS:])]
     if any(basis_prefix(b) + "factorvae_score" in lvl for b in bases for lvl in levels):
         parts += ["", f"Best level per basis (primary: {BASIS_NAMES.get(primary, primary)}):", "",
                   basis_table(levels, bases, primary)]
