@@ -56,10 +56,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "multi_p1": {"t_power": 1.0},  # t uniform on [0, 1] (the previous default)
     "multi_p2": {"t_power": 2.0},  # half of the examples below t = 0.25
     "multi_p3": {"t_power": 3.0},
+    "multi_p4": {"t_power": 4.0},
     "multi_p2_lr2e-3": {"t_power": 2.0, "lr": 0.002},
     "multi_p2_b32": {"t_power": 2.0, "batch_size": 32},
     "fixed": {"fixed_beta": 0.1},  # the same network as a plain VAE at beta_min
 }
+#: Variants trained with bf16 autocast instead of fp32 (name -> the VARIANTS entry they copy).
+BF16_VARIANTS = {"multi_p2_bf16": "multi_p2", "multi_p3_bf16": "multi_p3", "fixed_bf16": "fixed"}
 
 
 def evaluate(model: torch.nn.Module, t: float, images: torch.Tensor, labels: np.ndarray,
@@ -87,11 +90,13 @@ def ema_copy(trainer: VAETrainer) -> torch.nn.Module:
 
 def run_variant(name: str, *, dataset: Path, classifier_path: Path, steps: int, eval_every: int,
                 n_eval: int, threads: int | None) -> dict[str, Any]:
-    overrides = dict(VARIANTS[name], steps=steps, checkpoint_every=10**9)
+    base = BF16_VARIANTS.get(name, name)
+    precision = "bf16" if name in BF16_VARIANTS else "fp32"
+    overrides = dict(VARIANTS[base], steps=steps, checkpoint_every=10**9)
     cfg = VAEConfig.from_section(section_defaults("vae", overrides))
     speed = reference_speed(threads)
     logger.info("%s: reference speed %.0f images/s", name, speed["images_per_s"])
-    runtime = select_runtime("cpu", "fp32", threads)
+    runtime = select_runtime("cpu", precision, threads)
     val = ImageDataset(dataset, split="val")
     images = val.tensor_batch(np.arange(min(n_eval, len(val))))
     labels = val.factor_classes()[: len(images)]
@@ -111,7 +116,8 @@ def run_variant(name: str, *, dataset: Path, classifier_path: Path, steps: int, 
         row.update(evaluate(ema_copy(trainer), t_eval, images, labels, classifier))
         rows.append(row)
         logger.info("%s %s", name, json.dumps({k: round(v, 4) for k, v in row.items()}))
-    result = {"variant": name, "overrides": VARIANTS[name], "steps": steps, "t_eval": t_eval,
+    trainer.save_final()  # benchmarks/results/vae_learning_curve/<variant>/model.pt (git-ignored)
+    result = {"variant": name, "overrides": VARIANTS[base], "precision": precision, "steps": steps, "t_eval": t_eval,
               "n_eval": len(images), "reference_speed": speed, "rows": rows, "versions": collect_versions()}
     write_json(result, OUT / f"{name}.json")
     return result
@@ -158,7 +164,7 @@ def summarise() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=[], choices=sorted([*VARIANTS, *BF16_VARIANTS]))
     parser.add_argument("--dataset", type=Path)
     parser.add_argument("--classifier", type=Path)
     parser.add_argument("--steps", type=int, default=6000)

@@ -245,3 +245,20 @@ def test_l1_lpips_with_gan_trains(tmp_path) -> None:
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert {"l1", "lpips", "g_loss", "d_loss", "d_weight"} <= set(rows[-1])
     assert rows[-1]["d_weight"] != ""
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0, 3.0])
+def test_t_power_shifts_levels_towards_low_beta(tmp_path, power) -> None:
+    from multibeta.vae.trainer import VAETrainer
+
+    cfg = make_cfg(TINY, steps=1, t_power=power, batch_size=64)
+    trainer = VAETrainer(cfg, TensorSource(squares(64, 0)), runtime=CPU, checkpoint_path=tmp_path / "m.pt",
+                         log_csv=None, progress=False)
+    t = torch.cat([trainer.sample_levels(64) for _ in range(200)])
+    assert 0.0 <= float(t.min()) and float(t.max()) < 1.0
+    # P(t < 0.25) = 0.25 ** (1 / p): 0.25, 0.5, 0.63
+    assert float((t < 0.25).float().mean()) == pytest.approx(0.25 ** (1.0 / power), abs=0.02)
+    # stratified: every batch still covers [0, 1) one stratum of u each
+    batch = trainer.sample_levels(64)
+    u = torch.sort(batch.pow(1.0 / power)).values
+    assert torch.all((u >= torch.arange(64) / 64) & (u < (torch.arange(64) + 1) / 64))

@@ -1,0 +1,56 @@
+"""The report's checks of the method read the right numbers and compare them with their targets."""
+
+from __future__ import annotations
+
+import copy
+
+from multibeta.report.checks import best_few_step_run, checks_table, method_checks
+
+
+def _run(name: str, variant: str, steps: int, nfe: int, *, valid: float, fd: float, tv: float) -> dict:
+    render = {"valid_fraction": valid, "valid_iou": 0.9, **{f"tv.{f}": tv for f in ("shape", "scale", "posX", "posY")}}
+    return {"run": {"name": name, "variant": variant, "steps": steps}, "timing": {"nfe_per_sample": nfe},
+            "factor_classifier": {"fid": fd}, "render": render}
+
+
+DOC = {
+    "levels": {"levels": [
+        {"t": 0.0, "beta": 0.1, "recon_accuracy.shape": 0.97, "recon_iou_to_input": 0.95,
+         "ica_factorvae_score": 0.70, "ica_mig": 0.15},
+        {"t": 0.5, "beta": 3.2, "recon_accuracy.shape": 0.5, "recon_iou_to_input": 0.7,
+         "ica_factorvae_score": 0.80, "ica_mig": 0.25},
+    ]},
+    "generation": {
+        "anc": _run("anc", "multibeta", 1000, 1000, valid=0.95, fd=0.5, tv=0.01),
+        "heun": _run("heun", "multibeta", 10, 19, valid=0.80, fd=0.9, tv=0.05),
+        "euler": _run("euler", "multibeta", 50, 50, valid=0.60, fd=0.8, tv=0.05),
+        "ldm": _run("ldm", "standard_ldm", 10, 19, valid=0.7, fd=1.0, tv=0.05),
+    },
+    "sharpen": {"levels": [
+        {"t_b": 0.25, "decoded": {"iou_to_input": 0.9}, "denoised": {"iou_to_input": 0.8}},
+        {"t_b": 0.5, "decoded": {"iou_to_input": 0.5}, "denoised": {"iou_to_input": 0.7}},
+        {"t_b": 1.0, "decoded": {"iou_to_input": 0.1}, "denoised": {"iou_to_input": 0.3}},
+    ]},
+}
+
+
+def test_best_few_step_run_ignores_slow_and_baseline_runs() -> None:
+    name, _ = best_few_step_run(DOC["generation"])
+    assert name == "heun"  # ancestral has 1000 NFE; euler is less valid; ldm is the baseline
+
+
+def test_all_checks_met_and_each_can_fail() -> None:
+    checks = method_checks(DOC, primary_basis="ica")
+    assert [c.met for c in checks] == [True] * 6
+    assert "0.90×" in checks[3].value  # heun's FD over the best standard_ldm run
+    assert "| met |" in checks_table(checks)
+    broken = copy.deepcopy(DOC)
+    broken["levels"]["levels"][0]["recon_accuracy.shape"] = 0.9
+    broken["generation"]["heun"]["render"]["tv.posX"] = 0.2
+    broken["generation"]["ldm"]["factor_classifier"]["fid"] = 0.8
+    broken["sharpen"]["levels"][2]["denoised"]["iou_to_input"] = 0.05
+    broken["levels"]["levels"][1]["ica_mig"] = 0.1
+    met = [c.met for c in method_checks(broken, primary_basis="ica")]
+    assert met == [False, True, False, False, False, False]
+    # the primary basis decides which scores are read: none in PCA here, so no such check
+    assert len(method_checks(DOC, primary_basis="pca")) == 5
