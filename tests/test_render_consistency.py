@@ -132,3 +132,23 @@ def test_score_images_with_a_classifier_reports_every_ruler() -> None:
     assert scores["iou_to_input"] == 1.0
     for key in ("render_iou", "valid_fraction", "accuracy.shape", "within_one.posX", "tv.shape", "tv_floor.posY"):
         assert key in scores
+
+
+def test_sharpening_scores_prefer_the_sharper_set() -> None:
+    from multibeta.metrics.sharpening import score_sharpening
+    from multibeta.sampling.edit import SharpenResult
+
+    images, _ = _grid_sample(16, seed=6)
+    x = torch.as_tensor(images).float() / 255.0
+    blurry = F.avg_pool2d(x, 9, stride=1, padding=4)
+    result = SharpenResult(levels=(0.5, 1.0), inputs=x, blurry=torch.stack([blurry, blurry * 0.5]),
+                           sharp=torch.stack([x, x]), latents=torch.zeros(2, 16, 3))
+    plain = score_sharpening(result)
+    assert [set(lvl["decoded"]) for lvl in plain["levels"]] == [{"mse"}, {"mse"}]
+    model = FactorClassifier(in_channels=1, factor_sizes=FACTOR_SIZES, channels=4, width=8).eval()
+    scores = score_sharpening(result.head(8), classifier=model)
+    assert scores["n_images"] == 8
+    for lvl in scores["levels"]:
+        assert lvl["denoised"]["iou_to_input"] == 1.0 > lvl["decoded"]["iou_to_input"]
+        assert lvl["denoised"]["mse"] == 0.0 < lvl["decoded"]["mse"]
+        assert {"render_iou", "valid_fraction"} <= set(lvl["denoised"])
