@@ -152,7 +152,7 @@ def profile_stages(args: argparse.Namespace) -> dict[str, Any]:
         start = time.perf_counter()
         x = dataset.tensor_batch(positions, runtime.device)
         data_time[0] += time.perf_counter() - start
-        _encode_levels(vae, x, grid, runtime, cache_cfg.delta == "jvp")
+        _encode_levels(vae, x, grid, cache_cfg.delta == "jvp")
 
     stats = measure(encode_step, iters=args.cache_batches, warmup=1, threads=gpu_threads,
                     profile_iters=1)

@@ -229,9 +229,9 @@ def test_ancestral_marginals_at_every_visited_level() -> None:
     sigmas = process.sigma(torch.tensor(times, dtype=F64)).tolist()
     n = 6000
     noise = BlockNoise(seed=5, start=0, stop=n, dim=2, device=torch.device("cpu"))
-    from multibeta.sampling.samplers import as_runtime, make_predictor
+    from multibeta.sampling.samplers import make_predictor
 
-    predict = make_predictor(oracle, process, as_runtime("cpu"))
+    predict = make_predictor(oracle, process)
     seen: list[tuple[float, torch.Tensor]] = []
     x1 = sigmas[0] * noise()
     run_sampler(

@@ -87,7 +87,7 @@ def _monotone(sigma: np.ndarray, name: str) -> np.ndarray:
 
 
 def _encode_levels(
-    encoder: Encoder, x: torch.Tensor, grid: np.ndarray, runtime: Runtime, use_jvp: bool
+    encoder: Encoder, x: torch.Tensor, grid: np.ndarray, use_jvp: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """μ (and ∂μ/∂t with JVP) of a batch at every level: ``[B, K, d]`` float32 on the CPU."""
     mus, deltas = [], []
@@ -97,7 +97,9 @@ def _encode_levels(
             mu, dmu = jvp_delta(encoder, x, t)
             deltas.append(dmu.detach().float())
         else:
-            with torch.no_grad(), runtime.autocast():
+            # fp32 even where training used 16-bit autocast: Δ targets are finite differences
+            # of μ between close levels, and bf16 rounding (~0.4 %) of μ would swamp them.
+            with torch.no_grad():
                 mu = encoder.encode(x, t)
         mus.append(mu.detach().float())
     mu_all = torch.stack(mus, dim=1).cpu()
@@ -131,7 +133,7 @@ def build_cache(
         out_path: the cache file (``<exp>/cache/latents.h5``).
         cfg: the cache config (levels, dtype, Δ method, schedule points).
         num_items: number of images the batches yield (N).
-        runtime: device and autocast (JVP runs in fp32 whatever the autocast).
+        runtime: device (encoding runs in fp32 whatever the autocast: see ``_encode_levels``).
         vae_sha256: SHA-256 of the VAE checkpoint file, stored for :meth:`LatentCache.check_vae`.
         vae_config: the VAE's config, stored as JSON.
         metadata: per-dataset-row arrays (``split``, ``factors``, ``factor_classes``,
@@ -173,7 +175,7 @@ def build_cache(
             total = math.ceil(num_items / cfg.batch_size)
             for images, indices in tqdm(batches, total=total, desc="cache_latents", disable=None):
                 x = images.to(device, non_blocking=runtime.pin_memory).float()
-                mu, delta = _encode_levels(encoder, x, grid, runtime, use_jvp)
+                mu, delta = _encode_levels(encoder, x, grid, use_jvp)
                 if not torch.isfinite(mu).all() or (
                     delta is not None and not torch.isfinite(delta).all()
                 ):

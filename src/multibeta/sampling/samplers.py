@@ -281,14 +281,17 @@ def make_process(
     return LatentProcess(sigma64, None, variant == "multibeta")
 
 
-def make_predictor(model: Denoiser, process: LatentProcess, runtime: Runtime) -> Predictor:
-    """Wrap the network as ``predict(x, t)`` in sampler coordinates (autocast, fp32 outputs)."""
+def make_predictor(model: Denoiser, process: LatentProcess) -> Predictor:
+    """Wrap the network as ``predict(x, t)`` in sampler coordinates (fp32).
+
+    The predictions are integrated over up to 1000 steps, so they run in fp32 even where
+    training used bf16/fp16 autocast: the denoiser is a small MLP on ``[N, d]`` latents, and
+    16-bit rounding of ε̂ and Δ̂ would enter every step."""
 
     def predict(x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         t_vec = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
         scale = process.scale_at(t)
-        with runtime.autocast():
-            eps, delta = model(x if scale == 1.0 else scale * x, t_vec)
+        eps, delta = model(x if scale == 1.0 else scale * x, t_vec)
         if eps.shape != x.shape:
             raise ValueError(
                 f"denoiser returned eps of shape {tuple(eps.shape)} for input {tuple(x.shape)}"
@@ -470,7 +473,7 @@ def sample_latents(
     times = time_grid(steps, spacing, t_start=t_start, t_end=0.0)
     sigmas = process.sigma(times).tolist()
     times_l = times.tolist()
-    predict = make_predictor(model, process, runtime)
+    predict = make_predictor(model, process)
     n_batches = math.ceil(n / batch_size) if n else 0
     n_steps = len(times_l) - 1
     out = torch.empty(n, dim, dtype=torch.float32)
