@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from reference_speed import reference_speed  # noqa: E402
 
-from multibeta.data.h5io import ImageDataset  # noqa: E402
+from multibeta.data.h5io import ImageDataset, spread_positions  # noqa: E402
 from multibeta.metrics.factor_classifier import load_factor_classifier  # noqa: E402
 from multibeta.metrics.render_consistency import score_images  # noqa: E402
 from multibeta.utils.device import select_runtime  # noqa: E402
@@ -98,8 +98,9 @@ def run_variant(name: str, *, dataset: Path, classifier_path: Path, steps: int, 
     logger.info("%s: reference speed %.0f images/s", name, speed["images_per_s"])
     runtime = select_runtime("cpu", precision, threads)
     val = ImageDataset(dataset, split="val")
-    images = val.tensor_batch(np.arange(min(n_eval, len(val))))
-    labels = val.factor_classes()[: len(images)]
+    positions = spread_positions(len(val), n_eval)  # the split is in factor-grid order
+    images = val.tensor_batch(positions)
+    labels = val.factor_classes()[positions]
     classifier, _ = load_factor_classifier(classifier_path)
     out_dir = OUT / name
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +170,7 @@ def main() -> None:
     parser.add_argument("--classifier", type=Path)
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--n-eval", type=int, default=500)
+    parser.add_argument("--n-eval", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--summarise", action="store_true")
     args = parser.parse_args()

@@ -146,7 +146,7 @@ def test_sharpening_scores_prefer_the_sharper_set() -> None:
     plain = score_sharpening(result)
     assert [set(lvl["decoded"]) for lvl in plain["levels"]] == [{"mse"}, {"mse"}]
     model = FactorClassifier(in_channels=1, factor_sizes=FACTOR_SIZES, channels=4, width=8).eval()
-    scores = score_sharpening(result.head(8), classifier=model)
+    scores = score_sharpening(result.select(range(8)), classifier=model)
     assert scores["n_images"] == 8
     for lvl in scores["levels"]:
         assert lvl["denoised"]["iou_to_input"] == 1.0 > lvl["decoded"]["iou_to_input"]

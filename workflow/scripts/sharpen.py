@@ -3,7 +3,7 @@ with scores of both against the input (metrics/sharpen.json)."""
 
 import logging
 
-from multibeta.data.h5io import ImageDataset
+from multibeta.data.h5io import ImageDataset, spread_positions
 from multibeta.metrics.factor_classifier import load_factor_classifier
 from multibeta.metrics.sharpening import score_sharpening
 from multibeta.sampling.config import SharpenConfig
@@ -20,16 +20,19 @@ def main(smk) -> None:
     cfg = SharpenConfig.from_section(smk.params.sharpen)
     models = load_sampling_models(smk.input.vae, smk.input.diffusion, runtime.device)
     dataset = ImageDataset(smk.input.dataset, split=cfg.split)
-    n = min(max(cfg.n_images, cfg.n_metric_images), len(dataset))
-    images = dataset.tensor_batch(list(range(n)))
+    # images evenly spread over the split (it is in factor-grid order: the first ones are all squares)
+    positions = spread_positions(len(dataset), max(cfg.n_images, cfg.n_metric_images))
+    images = dataset.tensor_batch(positions)
     result = sharpen(models.encoder, models.decoder, models.denoiser, models.sigma, images,
                      levels=cfg.levels, device=runtime, **cfg.sampler_kwargs())
-    save_sharpening_grid(result.head(cfg.n_images), smk.output.grid)
+    n = len(positions)
+    save_sharpening_grid(result.select(spread_positions(n, cfg.n_images)), smk.output.grid)
     logger.info("sharpening grid written to %s", smk.output.grid)
     classifier = None
     if smk.input.get("classifier"):
         classifier, _ = load_factor_classifier(smk.input.classifier, runtime.device)
-    scores = score_sharpening(result.head(cfg.n_metric_images), classifier=classifier, device=runtime.device)
+    scores = score_sharpening(result.select(spread_positions(n, cfg.n_metric_images)), classifier=classifier,
+                              device=runtime.device)
     for level in scores["levels"]:
         logger.info("t_b=%.2f decoded %s | denoised %s", level["t_b"], level["decoded"], level["denoised"])
     write_json(scores, smk.output.metrics)

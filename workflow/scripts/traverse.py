@@ -2,7 +2,7 @@
 
 import logging
 
-from multibeta.data.h5io import ImageDataset
+from multibeta.data.h5io import ImageDataset, spread_positions
 from multibeta.sampling.config import TraverseConfig
 from multibeta.sampling.edit import (
     basis_directions, encode_images, save_traversal_grid, traversal_values, traverse,
@@ -18,8 +18,10 @@ def main(smk) -> None:
     cfg = TraverseConfig.from_section(smk.params.traverse)
     models = load_sampling_models(smk.input.vae, smk.input.diffusion, runtime.device)
     dataset = ImageDataset(smk.input.dataset, split=cfg.split)
-    n = min(cfg.pca_samples, len(dataset))
-    images = dataset.tensor_batch(list(range(n)))
+    # images evenly spread over the split (it is in factor-grid order: the first ones are all squares)
+    positions = spread_positions(len(dataset), cfg.pca_samples)
+    n = len(positions)
+    images = dataset.tensor_batch(positions)
     latents = encode_images(models.encoder, images, cfg.t_b, batch_size=cfg.batch_size, device=runtime)
     base = latents.mean(0) if cfg.base == "mean" else latents[min(cfg.base_index, n - 1)]
     values = traversal_values(cfg.span, cfg.n_values)

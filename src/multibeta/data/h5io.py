@@ -311,6 +311,19 @@ def read_images(path: str | os.PathLike, indices: Sequence[int] | np.ndarray) ->
         return _read_rows(h5["images"], rows)
 
 
+def spread_positions(n_total: int, n: int) -> np.ndarray:
+    """``min(n, n_total)`` positions evenly spread over ``0 .. n_total - 1`` (int64, ascending).
+
+    Dataset files keep the source's order, which for dSprites is the factor grid (shape varies
+    slowest), so the first n images of a split would all be squares. Figures and metric subsets
+    take evenly spread positions instead: deterministic, and covering every factor.
+    """
+    n = max(0, min(int(n), int(n_total)))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.round(np.linspace(0, n_total - 1, n)).astype(np.int64))
+
+
 class ImageDataset(Dataset):
     """Images of a dataset file as a torch ``Dataset``.
 

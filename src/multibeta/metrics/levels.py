@@ -116,7 +116,10 @@ def evaluate_cache_levels(
     """
     dataset_rows = np.asarray(cache.index)
     labels = Labels.from_dataset(dataset_path, dataset_rows)
-    recon_cache_rows = cache.rows("validation")[: cfg.reconstruction.n_images]
+    validation = cache.rows("validation")
+    # a seeded random subset: the cache keeps the dataset's (factor-grid) order
+    rng = np.random.default_rng(cfg.seed)
+    recon_cache_rows = np.sort(rng.permutation(validation)[: cfg.reconstruction.n_images])
     originals = read_images(dataset_path, dataset_rows[recon_cache_rows])
     lpips_model = maybe_lpips(cfg, originals.shape[1], runtime.device)
     recon_labels = None if labels.factor_classes is None else labels.factor_classes[recon_cache_rows]

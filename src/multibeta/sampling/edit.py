@@ -119,10 +119,11 @@ class SharpenResult:
     sharp: torch.Tensor
     latents: torch.Tensor
 
-    def head(self, n: int) -> "SharpenResult":
-        """The first ``n`` images of the result."""
-        return SharpenResult(self.levels, self.inputs[:n], self.blurry[:, :n], self.sharp[:, :n],
-                             self.latents[:, :n])
+    def select(self, positions: Sequence[int] | torch.Tensor) -> "SharpenResult":
+        """The images at ``positions`` (indices into the B images) of the result."""
+        idx = torch.as_tensor(positions, dtype=torch.long)
+        return SharpenResult(self.levels, self.inputs[idx], self.blurry[:, idx], self.sharp[:, idx],
+                             self.latents[:, idx])
 
 
 def sharpen(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from multibeta.data.h5io import spread_positions
 from multibeta.models.vae import MultiBetaVAE
 from multibeta.utils.device import eval_mode
 from multibeta.vae.losses import kl_per_dim
@@ -76,9 +77,9 @@ def _rec_error(logits: torch.Tensor, x: torch.Tensor, metric: RecMetric) -> torc
 
 
 def _batches(source: ImageSource, num_images: int | None, batch_size: int):
-    n = len(source) if num_images is None else min(num_images, len(source))
-    for start in range(0, n, batch_size):
-        yield source.batch(np.arange(start, min(n, start + batch_size)))
+    positions = np.arange(len(source)) if num_images is None else spread_positions(len(source), num_images)
+    for start in range(0, len(positions), batch_size):
+        yield source.batch(positions[start:start + batch_size])
 
 
 @torch.no_grad()
@@ -101,7 +102,7 @@ def evaluate_levels(
             path (its ``validation`` split).
         t_levels: levels ``[K]``.
         metric: ``bce`` or ``mse`` (see :func:`rec_metric_for`).
-        num_images: first N images only (None: all).
+        num_images: N images evenly spread over the source (None: all; see ``spread_positions``).
         generator: CPU generator of the posterior samples (default: seed 0).
     """
     source = as_source(images, split="validation")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from multibeta.data.h5io import spread_positions
 from multibeta.models.vae import MultiBetaVAE
 from multibeta.utils.io import atomic_path
 from multibeta.vae.config import EvalConfig
@@ -188,7 +189,7 @@ def write_vae_plots(
     }
     n = min(cfg.recon_images, len(source))
     t_grid = [model.fixed_t] if model.fixed_t is not None else None
-    plots["recon_grid"] = plot_recon_grid(model, source.batch(np.arange(n)), out / "recon_grid.png",
+    plots["recon_grid"] = plot_recon_grid(model, source.batch(spread_positions(len(source), n)), out / "recon_grid.png",
                                           t_levels=t_grid)
     if log_csv is not None:
         plots["loss_terms"] = plot_loss_curves(log_csv, out / "loss_terms.png")
