@@ -2,8 +2,9 @@
 
 For each variant (a name and ``vae`` overrides: the multi-β VAE under several recipes, and the
 same network as a fixed-β VAE at β_min), train step by step and, every ``--eval-every`` steps,
-reconstruct ``--n-eval`` held-out (validation) images at t = 0 (the fixed-β model at its own β)
-with the EMA weights, and score the reconstructions with the dSprites rulers
+reconstruct ``--n-eval`` held-out (validation) images, evenly spread over the split (it is in
+factor-grid order), at t = 0 (the fixed-β model at its own β) with the EMA weights, and score
+the reconstructions with the dSprites rulers
 (:func:`multibeta.metrics.render_consistency.score_images`): mean IoU to the binarised input,
 the factor classifier's shape accuracy, the fraction of valid shapes. Training time excludes
 the evaluations. The machine's reference speed (``reference_speed.py``) is measured in the same
@@ -61,8 +62,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "multi_p2_b32": {"t_power": 2.0, "batch_size": 32},
     "fixed": {"fixed_beta": 0.1},  # the same network as a plain VAE at beta_min
 }
-#: Variants trained with bf16 autocast instead of fp32 (name -> the VARIANTS entry they copy).
-BF16_VARIANTS = {"multi_p2_bf16": "multi_p2", "multi_p3_bf16": "multi_p3", "fixed_bf16": "fixed"}
 
 
 def evaluate(model: torch.nn.Module, t: float, images: torch.Tensor, labels: np.ndarray,
@@ -89,14 +88,13 @@ def ema_copy(trainer: VAETrainer) -> torch.nn.Module:
 
 
 def run_variant(name: str, *, dataset: Path, classifier_path: Path, steps: int, eval_every: int,
-                n_eval: int, threads: int | None) -> dict[str, Any]:
-    base = BF16_VARIANTS.get(name, name)
-    precision = "bf16" if name in BF16_VARIANTS else "fp32"
-    overrides = dict(VARIANTS[base], steps=steps, checkpoint_every=10**9)
+                n_eval: int, threads: int | None, precision: str = "auto") -> dict[str, Any]:
+    overrides = dict(VARIANTS[name], steps=steps, checkpoint_every=10**9)
     cfg = VAEConfig.from_section(section_defaults("vae", overrides))
     speed = reference_speed(threads)
     logger.info("%s: reference speed %.0f images/s", name, speed["images_per_s"])
     runtime = select_runtime("cpu", precision, threads)
+    amp = "fp32" if runtime.amp_dtype is None else str(runtime.amp_dtype).removeprefix("torch.")
     val = ImageDataset(dataset, split="val")
     positions = spread_positions(len(val), n_eval)  # the split is in factor-grid order
     images = val.tensor_batch(positions)
@@ -118,7 +116,7 @@ def run_variant(name: str, *, dataset: Path, classifier_path: Path, steps: int, 
         rows.append(row)
         logger.info("%s %s", name, json.dumps({k: round(v, 4) for k, v in row.items()}))
     trainer.save_final()  # benchmarks/results/vae_learning_curve/<variant>/model.pt (git-ignored)
-    result = {"variant": name, "overrides": VARIANTS[base], "precision": precision, "steps": steps, "t_eval": t_eval,
+    result = {"variant": name, "overrides": VARIANTS[name], "precision": amp, "steps": steps, "t_eval": t_eval,
               "n_eval": len(images), "reference_speed": speed, "rows": rows, "versions": collect_versions()}
     write_json(result, OUT / f"{name}.json")
     return result
@@ -134,13 +132,13 @@ def summarise() -> None:
     runs = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     if not runs:
         raise SystemExit(f"no results in {OUT}; run some variants first")
-    lines = ["| variant | overrides | steps | train s | ref. images/s | t=0 IoU | shape acc. | valid |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | overrides | precision | steps | train s | ref. images/s | t=0 IoU | shape acc. | valid |",
+             "|---|---|---|---|---|---|---|---|---|"]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     for run in runs:
         ref = run["reference_speed"]["images_per_s"]
         for row in run["rows"]:
-            lines.append(f"| {run['variant']} | `{json.dumps(run['overrides'])}` | {row['step']} | "
+            lines.append(f"| {run['variant']} | `{json.dumps(run['overrides'])}` | {run['precision']} | {row['step']} | "
                          f"{row['train_s']:.0f} | {ref:.0f} | {row['iou_to_input']:.3f} | "
                          f"{row['accuracy.shape']:.3f} | {row['valid_fraction']:.3f} |")
         steps = [r["step"] for r in run["rows"]]
@@ -165,7 +163,9 @@ def summarise() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", nargs="*", default=[], choices=sorted([*VARIANTS, *BF16_VARIANTS]))
+    parser.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="compute.precision of the training steps (auto: as the pipeline)")
     parser.add_argument("--dataset", type=Path)
     parser.add_argument("--classifier", type=Path)
     parser.add_argument("--steps", type=int, default=6000)
@@ -179,7 +179,8 @@ def main() -> None:
         if args.dataset is None or args.classifier is None:
             parser.error("--dataset and --classifier are needed to run variants")
         run_variant(name, dataset=args.dataset, classifier_path=args.classifier, steps=args.steps,
-                    eval_every=args.eval_every, n_eval=args.n_eval, threads=args.threads)
+                    eval_every=args.eval_every, n_eval=args.n_eval, threads=args.threads,
+                    precision=args.precision)
     if args.summarise:
         summarise()
 
