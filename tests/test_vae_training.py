@@ -262,3 +262,20 @@ def test_t_power_shifts_levels_towards_low_beta(tmp_path, power) -> None:
     batch = trainer.sample_levels(64)
     u = torch.sort(batch.pow(1.0 / power)).values
     assert torch.all((u >= torch.arange(64) / 64) & (u < (torch.arange(64) + 1) / 64))
+
+
+def test_progress_lines_name_step_speed_and_time_left(caplog) -> None:
+    import logging
+
+    from multibeta.utils.progress import ProgressLog, format_duration
+
+    assert format_duration(41.2) == "41 s" and format_duration(512) == "8 min 32 s"
+    assert format_duration(3725) == "1 h 02 min"
+    log = logging.getLogger("test.progress")
+    progress = ProgressLog("train_vae", 100, log, every_s=3600.0)
+    with caplog.at_level(logging.INFO, logger="test.progress"):
+        progress.update(10, loss=1.5)  # throttled
+        progress.update(100, loss=1.25)  # the last step is always logged
+    assert len(caplog.records) == 1
+    line = caplog.records[0].getMessage()
+    assert line.startswith("train_vae: step 100/100 (100%), loss 1.25,") and "steps/s" in line and "left" in line

@@ -42,6 +42,7 @@ from multibeta.models.denoiser import LatentDenoiser, check_variant
 from multibeta.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from multibeta.utils.device import Runtime
 from multibeta.utils.io import config_hash, write_text
+from multibeta.utils.progress import ProgressLog
 from multibeta.utils.seeding import rng_state, seed_everything, set_rng_state
 from multibeta.utils.versions import collect_versions
 
@@ -388,6 +389,7 @@ class DiffusionTrainer:
             len(self.rows),
             self.device,
         )
+        progress = ProgressLog(f"train_diffusion[{self.variant}]", cfg.steps, logger, start=start_step)
         with tqdm(
             total=cfg.steps, initial=self.step, desc=f"diffusion[{self.variant}]", disable=None
         ) as bar:
@@ -399,6 +401,10 @@ class DiffusionTrainer:
                     bar.set_postfix(
                         loss=f"{self.log_rows[-1]['loss']:.4f}" if self.log_rows else ""
                     )
+                    if self.log_rows:
+                        last = self.log_rows[-1]
+                        progress.update(self.step, loss=last["loss"], eps=last["eps_loss"],
+                                        delta=last["delta_loss"])
                 if stop_at is not None and self.step >= stop_at:
                     self.save(self.resume_path)
                     logger.info(

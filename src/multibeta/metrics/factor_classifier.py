@@ -31,6 +31,7 @@ from multibeta.metrics.config import FactorClassifierConfig
 from multibeta.metrics.images import ImageSource, SubsetImages, as_image_source, channels_of
 from multibeta.utils.checkpoint import load_checkpoint, save_checkpoint
 from multibeta.utils.device import Runtime, eval_mode
+from multibeta.utils.progress import ProgressLog
 from multibeta.utils.versions import collect_versions
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ FEATURE_LAYER = "penultimate"
 IMAGE_SIZE = 64
 #: Images per batch when evaluating held-out accuracy.
 EVAL_BATCH = 256
-#: Log every this many steps.
-LOG_EVERY = 250
 #: Training images used to fit the feature normalisation (a seeded subset of the training part).
 NORMALISATION_IMAGES = 5000
 #: Lower bound of the global feature scale (all-dead features would give 0).
@@ -299,6 +298,7 @@ def train_factor_classifier(
     label_t = torch.as_tensor(labels)
     loss_ema = None
     model.train()
+    progress = ProgressLog("train_factor_classifier", cfg.steps, logger)
     for step in tqdm(range(cfg.steps), desc="factor classifier", disable=None):
         pos = train_pos[rng.integers(len(train_pos), size=cfg.batch_size)]
         x = _to_float(source.uint8_batch(pos), device)
@@ -316,8 +316,7 @@ def train_factor_classifier(
             raise FloatingPointError(
                 f"factor classifier loss is {loss_ema} at step {step}; lower metrics.factor_classifier.learning_rate"
             )
-        if (step + 1) % LOG_EVERY == 0:
-            logger.info("factor classifier step %d/%d: loss %.4f", step + 1, cfg.steps, loss_ema)
+        progress.update(step + 1, loss=loss_ema)
 
     norm_pos = np.sort(rng.permutation(train_pos)[:NORMALISATION_IMAGES])
     fit_feature_normalisation(model, SubsetImages(source, norm_pos), device)

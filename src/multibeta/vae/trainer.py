@@ -40,6 +40,7 @@ from multibeta.utils.checkpoint import (
 )
 from multibeta.utils.device import Runtime
 from multibeta.utils.io import write_text
+from multibeta.utils.progress import ProgressLog
 from multibeta.utils.seeding import rng_state, seed_everything, set_rng_state
 from multibeta.utils.versions import collect_versions
 from multibeta.vae.config import NON_TRAINING_KEYS, VAEConfig
@@ -234,6 +235,7 @@ class VAETrainer:
         self.wall_before = 0.0
         self._saved_step = 0
         self._t0: float | None = None
+        self.progress_log: ProgressLog | None = None
 
     # ---- data and levels -------------------------------------------------------------
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -345,6 +347,8 @@ class VAETrainer:
         row.update(sigma_0=s0, sigma_half=s_half, sigma_1=s1)
         self.rows.append(row)
         self.accum, self.accum_n = {}, 0
+        if self.progress_log is not None:
+            self.progress_log.update(self.step, **{k: row[k] for k in ("loss", "rec", "kl") if k in row})
 
     def write_csv(self) -> None:
         """Write all logged rows to ``log_csv`` atomically."""
@@ -484,6 +488,7 @@ class VAETrainer:
         self.model.train()
         self._t0 = time.perf_counter()
         start = self.step
+        self.progress_log = ProgressLog("train_vae", cfg.steps, logger, start=start)
         bar = tqdm(total=cfg.steps, initial=self.step, desc="vae", dynamic_ncols=True,
                    disable=None if self.progress else True)
         try:
