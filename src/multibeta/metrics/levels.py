@@ -64,8 +64,10 @@ def level_metrics(
     codes: np.ndarray, labels: Labels, originals: np.ndarray, reconstructions: torch.Tensor,
     cfg: MetricsConfig, *, lpips_model: torch.nn.Module | None, runtime: Runtime,
     classifier: torch.nn.Module | None = None, recon_labels: np.ndarray | None = None,
+    disentangle: bool = True,
 ) -> dict[str, Any]:
-    """Disentanglement of ``codes`` [N, d] and reconstruction error of ``reconstructions`` [M, C, H, W].
+    """Disentanglement of ``codes`` [N, d] (unless ``disentangle`` is False) and reconstruction
+    error of ``reconstructions`` [M, C, H, W].
 
     With the dSprites factor ``classifier`` (and ``recon_labels`` [M, 5], the factors of the
     reconstructed originals), the reconstructions are also scored by the rulers of
@@ -82,7 +84,7 @@ def level_metrics(
                              originals=originals)
         out.update({f"recon_{key}": value for key, value in ruler.items()
                     if key not in ("n_images", "valid_iou")})
-    if labels.factor_classes is None and labels.attributes is None:
+    if not disentangle or (labels.factor_classes is None and labels.attributes is None):
         return out
     for rotation in cfg.rotations:
         scores = compute_disentanglement(
@@ -108,8 +110,8 @@ def evaluate_cache_levels(
     cache: Any, vae: torch.nn.Module, dataset_path: str | os.PathLike, cfg: MetricsConfig, runtime: Runtime,
     *, classifier: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Metrics of the multi-β VAE at each selected cached level (``classifier``: see
-    :func:`level_metrics`).
+    """Reconstruction metrics of the multi-β VAE at every cached level, disentanglement at the
+    levels ``metrics.levels`` selects (``classifier``: see :func:`level_metrics`).
 
     Returns:
         ``{"levels": [{"t", "beta", "sigma", <metrics>}, ...]}`` in ascending t.
@@ -124,14 +126,16 @@ def evaluate_cache_levels(
     lpips_model = maybe_lpips(cfg, originals.shape[1], runtime.device)
     recon_labels = None if labels.factor_classes is None else labels.factor_classes[recon_cache_rows]
     levels = []
-    for k in select_levels(np.asarray(cache.t), cfg.levels):
+    selected = set(select_levels(np.asarray(cache.t), cfg.levels).tolist())
+    for k in range(len(cache.t)):
         t = float(cache.t[k])
         codes = cache.level(int(k))
         recon = decode_latents(vae.decode_image, torch.as_tensor(codes[recon_cache_rows]), t=t,
                                batch_size=cfg.reconstruction.batch_size, device=runtime, progress=False)
         entry = {"t": t, "beta": float(cache.beta[k]), "sigma": float(cache.sigma[k])}
         entry.update(level_metrics(codes, labels, originals, recon, cfg, lpips_model=lpips_model,
-                                   runtime=runtime, classifier=classifier, recon_labels=recon_labels))
+                                   runtime=runtime, classifier=classifier, recon_labels=recon_labels,
+                                   disentangle=k in selected))
         logger.info("level t=%.3f (beta %.3g): %s", t, entry["beta"], entry)
         levels.append(entry)
     out: dict[str, Any] = {"levels": levels}

@@ -134,6 +134,12 @@ def level_table(levels: list[dict[str, Any]], columns: Sequence[tuple[str, str, 
     return table([c[1] for c in present], ([_fmt(lvl.get(c[0]), c[2]) for c in present] for lvl in levels))
 
 
+def scored_levels(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The levels at which disentanglement was evaluated."""
+    keys = [c[0] for c in LEVEL_COLUMNS[RECON_COLUMNS:]]
+    return [lvl for lvl in levels if any(k in lvl for k in keys)]
+
+
 def basis_prefix(basis: str) -> str:
     """Key prefix of the disentanglement scores in ``basis`` (``""`` for the latent axes)."""
     return "" if basis == "identity" else f"{basis}_"
@@ -267,8 +273,9 @@ def render_report(doc: dict[str, Any], *, out_path: str | os.PathLike, figures: 
                  "reads the input's shape in the reconstruction; valid = render consistency ≥ 0.9)"
                  if any("recon_iou_to_input" in lvl for lvl in levels) else "") + ":",
               "", level_table(levels, LEVEL_COLUMNS[:RECON_COLUMNS]), "",
-              "Disentanglement of μ_t of the training images (RF = random-forest DCI, for the curve):", "",
-              level_table(levels, LEVEL_COLUMNS[:2] + LEVEL_COLUMNS[RECON_COLUMNS:])]
+              "Disentanglement of μ_t of the training images at the levels `metrics.levels` selects "
+              "(RF = random-forest DCI, for the curve):", "",
+              level_table(scored_levels(levels), LEVEL_COLUMNS[:2] + LEVEL_COLUMNS[RECON_COLUMNS:])]
     if any(basis_prefix(b) + "factorvae_score" in lvl for b in bases for lvl in levels):
         parts += ["", f"Best level per basis (primary: {BASIS_NAMES.get(primary, primary)}):", "",
                   basis_table(levels, bases, primary)]

@@ -30,6 +30,11 @@ def plot_level_curves(levels: list[dict[str, Any]], out_png: str | os.PathLike, 
         levels = [{**lvl, **{k: lvl[prefix + k] for k in DISENTANGLEMENT_KEYS if prefix + k in lvl}}
                   for lvl in levels]
     fig, (ax_rec, ax_dis) = plt.subplots(1, 2, figsize=(10, 4))
+    def series(key: str) -> tuple[list[float], list[float]]:
+        """(β, value) of the levels that have ``key`` (disentanglement is scored at a subset)."""
+        pts = [(b, lvl[key]) for b, lvl in zip(betas, levels) if lvl.get(key) is not None]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
     for key, label in RECONSTRUCTION_KEYS.items():
         if all(key in lvl for lvl in levels):
             ax_rec.plot(betas, [lvl[key] for lvl in levels], marker="o", label=label)
@@ -45,8 +50,9 @@ def plot_level_curves(levels: list[dict[str, Any]], out_png: str | os.PathLike, 
         handles, labels = handles + more_h, labels + more_l
     ax_rec.legend(handles, labels, fontsize=8)
     for key, label in DISENTANGLEMENT_KEYS.items():
-        if all(key in lvl for lvl in levels):
-            ax_dis.plot(betas, [lvl[key] for lvl in levels], marker="o", label=label)
+        xs, ys = series(key)
+        if xs:
+            ax_dis.plot(xs, ys, marker="o", label=label)
     ax_dis.set(xscale="log", xlabel="β", ylabel="score", title=f"disentanglement of μ_t, {basis} basis (↑)")
     if ax_dis.lines:
         ax_dis.legend()
