@@ -56,7 +56,7 @@ from multibeta.utils.device import select_runtime  # noqa: E402
 from multibeta.utils.io import write_json, write_text  # noqa: E402
 from multibeta.utils.versions import collect_versions  # noqa: E402
 from multibeta.workflow.config import resolve_config, section_defaults  # noqa: E402
-from multibeta.workflow.experiments import dataset_id, expand_experiments  # noqa: E402
+from multibeta.workflow.experiments import classifier_id, dataset_id, expand_experiments  # noqa: E402
 
 logger = logging.getLogger("benchmarks.generation_gap")
 OUT_DIR = REPO / "benchmarks" / "results"
@@ -84,7 +84,7 @@ class Experiment:
         self.base = root / name
         data_dir = root / "datasets" / dataset_id(cfg["data"])
         self.dataset = data_dir / "dataset.h5"
-        self.classifier_path = next(data_dir.glob("factor_classifier-*/model.pt"))
+        self.classifier_path = data_dir / classifier_id(cfg) / "model.pt"
         self.reference = self.base / "metrics" / "reference" / "factor_classifier.pt"
         self.runtime = runtime
         self.vae, _ = load_vae(self.base / "vae" / "model.pt", map_location=runtime.device)

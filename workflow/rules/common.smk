@@ -23,8 +23,7 @@ envvars:
 
 
 from multibeta.workflow.config import ConfigError
-from multibeta.utils.io import config_hash
-from multibeta.workflow.experiments import canonical, dataset_id, expand_experiments
+from multibeta.workflow.experiments import canonical, classifier_id, dataset_id, expand_experiments
 
 try:
     EXPERIMENTS = expand_experiments(config)
@@ -171,25 +170,19 @@ def run_model(wildcards):
     return f"{RESULTS}/{wildcards.exp}/diffusion/{variant}/model.pt"
 
 
-def _classifier_id(exp_cfg):
-    """(dataset id, hash of what the classifier's training reads) of an experiment."""
-    metrics = exp_cfg["metrics"]
-    clf = {"seed": metrics["seed"], "factor_classifier": metrics["factor_classifier"]}
-    return dataset_id(exp_cfg["data"]), config_hash(clf, length=8)
-
-
 # One factor classifier per dataset and classifier config, shared by every experiment that
 # uses both (it depends only on the data): results/datasets/<id>/factor_classifier-<hash>/.
 CLASSIFIERS = {
-    _classifier_id(c): {"seed": c["metrics"]["seed"], "factor_classifier": c["metrics"]["factor_classifier"]}
+    (dataset_id(c["data"]), classifier_id(c).removeprefix("factor_classifier-")):
+        {"seed": c["metrics"]["seed"], "factor_classifier": c["metrics"]["factor_classifier"]}
     for c in EXPERIMENTS.values() if c["data"]["name"] == "dsprites"
 }
 
 
 def classifier_dir(wildcards):
     """Folder of the factor classifier an experiment uses."""
-    data_id, clf = _classifier_id(cfg(wildcards))
-    return f"{RESULTS}/datasets/{data_id}/factor_classifier-{clf}"
+    exp_cfg = cfg(wildcards)
+    return f"{RESULTS}/datasets/{dataset_id(exp_cfg['data'])}/{classifier_id(exp_cfg)}"
 
 
 def classifier_model(wildcards):

@@ -73,3 +73,13 @@ def canonical(section: Any) -> Any:
     import json
 
     return json.loads(canonical_json(section))
+
+
+def classifier_id(experiment: dict[str, Any]) -> str:
+    """Folder name of the factor classifier an experiment uses, under its dataset's folder:
+    ``factor_classifier-<hash of metrics.seed and metrics.factor_classifier>``. It depends only on
+    the data and these options, so experiments that share both share one classifier."""
+    metrics = experiment["metrics"]
+    options = {"seed": metrics["seed"], "factor_classifier": metrics["factor_classifier"]}
+    return f"factor_classifier-{config_hash(options, length=8)}"
+
