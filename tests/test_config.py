@@ -49,3 +49,48 @@ def test_command_line_strings_are_read_as_yaml_scalars() -> None:
     assert cfg["experiment"] == "123"
     with pytest.raises(ConfigError, match="vae.steps"):
         resolve_config({"vae": {"steps": "ten"}})
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        ({"vae": {"beta_min": 5.0, "beta_max": 2.0}}, "vae.beta_max"),
+        ({"vae": {"baseline_betas": [1000.0]}}, "vae.baseline_betas[0]"),
+        ({"vae": {"sigma_min": 0.5, "sigma_max": 0.5}}, "vae.sigma_max"),
+        ({"vae": {"batch_size": 30000}, "data": {"size": 20000}}, "vae.batch_size"),
+        ({"data": {"size": 800000}}, "data.size"),
+        ({"sampling": {"runs": [{"name": "a"}, {"name": "a"}]}}, "sampling.runs"),
+        ({"sampling": {"runs": [{"name": "h", "solver": "heun", "eta": 0.5}]}}, "sampling.runs[0].eta"),
+        ({"sampling": {"sharpen": {"solver": "heun", "eta": 1.0}}}, "sampling.sharpen.eta"),
+        ({"cache": {"levels": [0.1, 0.5, 1.0]}}, "cache.levels"),
+        ({"metrics": {"levels": [0.3]}}, "metrics.levels"),
+        ({"metrics": {"rotations": ["pca"], "primary_basis": "ica"}}, "metrics.primary_basis"),
+        ({"data": {"name": "celeba"}}, "metrics.generation.feature_spaces"),
+    ],
+)
+def test_cross_key_rules_stop_with_the_key_and_a_fix(edit: dict, key: str) -> None:
+    from multibeta.workflow.experiments import expand_experiments
+
+    with pytest.raises(ConfigError) as info:
+        expand_experiments(edit)
+    message = str(info.value)
+    assert f"invalid config at '{key}'" in message
+    assert message.rstrip().endswith(".") and "—" in message  # value — what is allowed. the fix.
+
+
+def test_cross_key_rules_accept_every_shipped_config() -> None:
+    import yaml
+
+    from multibeta.workflow.config import REPO_ROOT
+    from multibeta.workflow.experiments import expand_experiments
+
+    for path in [REPO_ROOT / "config.yaml", *sorted((REPO_ROOT / "configs").glob("*.yaml")),
+                 REPO_ROOT / "tests" / "configs" / "tiny.yaml"]:
+        expand_experiments(yaml.safe_load(path.read_text()))
+
+
+def test_a_sweep_entry_that_breaks_a_rule_is_named() -> None:
+    from multibeta.workflow.experiments import expand_experiments
+
+    with pytest.raises(ConfigError, match=r"sweep 'low': invalid config at 'vae.beta_max'"):
+        expand_experiments({"sweep": [{"name": "low", "overrides": {"vae.beta_max": 0.05}}]})

@@ -20,7 +20,12 @@ def test_default_config_dag(tmp_path: Path) -> None:
     for rule in ("prepare_data", "train_vae", "cache_latents", "train_diffusion", "sample",
                  "sharpen", "traverse", "level_metrics", "generation_metrics", "report"):
         assert jobs[rule] >= 1, (rule, jobs)
-    assert jobs["train_diffusion"] == 3  # multibeta, noise_only, standard_ldm
+    assert jobs["train_diffusion"] == 2  # multibeta, standard_ldm (noise_only: dsprites_long)
+
+
+def test_long_dsprites_config_plans_the_ablation(tmp_path: Path) -> None:
+    jobs = planned_jobs(tmp_path, REPO / "configs" / "dsprites_long.yaml")
+    assert jobs["train_diffusion"] == 3 and jobs["sample"] == 6 and jobs["report"] == 1
 
 
 @pytest.mark.parametrize(
@@ -31,6 +36,8 @@ def test_default_config_dag(tmp_path: Path) -> None:
         ({"diffusion": {"weighting": "sometimes"}}, "diffusion.weighting"),
         ({"sampling": {"runs": [{"name": "bad name!"}]}}, "sampling.runs.0.name"),
         ({"cache": {"dtype": "int8"}}, "cache.dtype"),
+        ({"vae": {"beta_min": 5.0, "beta_max": 2.0}}, "vae.beta_max"),
+        ({"metrics": {"levels": [0.3]}}, "metrics.levels"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path: Path, edit: dict, key: str) -> None:

@@ -17,6 +17,7 @@ import copy
 from typing import Any
 
 from multibeta.utils.io import canonical_json, config_hash
+from multibeta.workflow.checks import check_experiment
 from multibeta.workflow.config import ConfigError, resolve_config
 
 _GLOBAL_KEYS = ("experiment", "results_dir", "sweep", "compute")
@@ -38,10 +39,12 @@ def expand_experiments(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Map experiment name -> validated, fully defaulted config.
 
     Raises:
-        ConfigError: invalid base config, invalid override, duplicate experiment names, or
-            an override of a key that is global to the invocation.
+        ConfigError: invalid base config, a broken cross-key rule
+            (:func:`multibeta.workflow.checks.check_experiment`), invalid override, duplicate
+            experiment names, or an override of a key that is global to the invocation.
     """
     base = resolve_config(raw)
+    check_experiment(base)
     experiments = {base["experiment"]: base}
     for entry in base["sweep"]:
         name = entry["name"]
@@ -58,6 +61,7 @@ def expand_experiments(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
         derived["experiment"] = name
         try:
             experiments[name] = resolve_config(derived)
+            check_experiment(experiments[name])
         except ConfigError as exc:
             raise ConfigError(f"sweep '{name}': {exc}") from exc
     return experiments

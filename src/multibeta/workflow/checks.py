@@ -1,0 +1,121 @@
+"""Cross-key rules of a whole experiment config, checked before the DAG is built.
+
+The JSON schemas check each key on its own (type, range, allowed values). The rules here tie
+keys together (β_min < β_max, a run's solver and η, metric levels on the cache grid, ...), so a
+bad combination stops ``snakemake`` before any job instead of failing minutes later inside one.
+Each message names the key path, the value, what is allowed and how to fix it. Checks that
+need files (CelebA images, pretrained weights) stay in their jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from multibeta.workflow.config import ConfigError
+
+#: Images of the full procedural dSprites grid.
+DSPRITES_IMAGES = 737_280
+
+
+def _fail(key: str, value: Any, allowed: str, fix: str) -> None:
+    raise ConfigError(f"invalid config at '{key}': {value!r} — {allowed}. {fix}")
+
+
+def _vae(cfg: dict[str, Any]) -> None:
+    vae = cfg["vae"]
+    lo, hi = vae["beta_min"], vae["beta_max"]
+    if not lo < hi:
+        _fail("vae.beta_max", hi, f"must be larger than vae.beta_min ({lo})",
+              "Raise vae.beta_max or lower vae.beta_min.")
+    for key, beta in [("vae.fixed_beta", vae["fixed_beta"])] + [
+            (f"vae.baseline_betas[{i}]", b) for i, b in enumerate(vae["baseline_betas"])]:
+        if beta is not None and not lo <= beta <= hi:
+            _fail(key, beta, f"must lie in [vae.beta_min, vae.beta_max] = [{lo}, {hi}]",
+                  "Pick a β inside the range, or widen the range.")
+    if vae["sigma_schedule"] == "learned" and not vae["sigma_min"] < vae["sigma_max"]:
+        _fail("vae.sigma_max", vae["sigma_max"], f"must be larger than vae.sigma_min ({vae['sigma_min']})",
+              "Raise vae.sigma_max (below 1) or lower vae.sigma_min.")
+
+
+def _training_images(cfg: dict[str, Any]) -> int | None:
+    """Training images of the dataset when the config alone tells (dSprites), else None."""
+    data = cfg["data"]
+    if data["name"] != "dsprites":
+        return None
+    n = DSPRITES_IMAGES if data["size"] is None else min(data["size"], DSPRITES_IMAGES)
+    return n - int(round(data["val_fraction"] * n)) - int(round(data["test_fraction"] * n))
+
+
+def _data(cfg: dict[str, Any]) -> None:
+    data = cfg["data"]
+    if data["name"] == "dsprites" and data["size"] is not None and data["size"] > DSPRITES_IMAGES:
+        _fail("data.size", data["size"], f"dSprites has {DSPRITES_IMAGES:,} images",
+              "Use a smaller size, or null for all of them.")
+    if data["val_fraction"] + data["test_fraction"] >= 1.0:
+        _fail("data.test_fraction", data["test_fraction"],
+              f"data.val_fraction + data.test_fraction must stay below 1 (val is {data['val_fraction']})",
+              "Lower one of them.")
+    n_train = _training_images(cfg)
+    if n_train is not None and cfg["vae"]["batch_size"] > n_train:
+        _fail("vae.batch_size", cfg["vae"]["batch_size"],
+              f"larger than the {n_train} training images of this data section",
+              "Lower vae.batch_size or raise data.size.")
+
+
+def _sampling(cfg: dict[str, Any]) -> None:
+    sampling = cfg["sampling"]
+    names = [run["name"] for run in sampling["runs"]]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        _fail("sampling.runs", repeated, "run names must be unique (each names its output folder)",
+              "Rename the repeated runs.")
+    places = [(f"sampling.runs[{i}]", run) for i, run in enumerate(sampling["runs"])]
+    places += [("sampling.sharpen", sampling["sharpen"]), ("sampling.traverse", sampling["traverse"])]
+    for key, entry in places:
+        if entry.get("solver") == "heun" and entry.get("eta", 0.0) != 0.0:
+            _fail(f"{key}.eta", entry["eta"], "solver heun is deterministic, so eta must be 0",
+                  "Set eta: 0, or use solver: euler for a stochastic sampler.")
+
+
+def _levels(cfg: dict[str, Any]) -> None:
+    from multibeta.cache.delta import level_grid
+    from multibeta.metrics.config import select_levels
+
+    try:
+        grid = level_grid(cfg["cache"]["levels"], cfg["cache"]["spacing"])
+    except ValueError as exc:
+        _fail("cache.levels", cfg["cache"]["levels"], str(exc),
+              "Give a count of levels, or a list that starts at 0, ends at 1 and ascends.")
+    levels = cfg["metrics"]["levels"]
+    try:
+        select_levels(grid, None if levels is None else tuple(levels))
+    except ValueError:
+        _fail("metrics.levels", levels, f"every time must be a level of the cache: {np.round(grid, 6).tolist()}",
+              "Use cached times, or null for every level.")
+
+
+def _metrics(cfg: dict[str, Any]) -> None:
+    metrics = cfg["metrics"]
+    if metrics["primary_basis"] not in metrics["rotations"]:
+        _fail("metrics.primary_basis", metrics["primary_basis"],
+              f"must be one of metrics.rotations {metrics['rotations']}",
+              "Add it to metrics.rotations or choose one of them.")
+    if cfg["data"]["name"] != "dsprites" and "factor_classifier" in metrics["generation"]["feature_spaces"]:
+        _fail("metrics.generation.feature_spaces", metrics["generation"]["feature_spaces"],
+              f"factor_classifier needs data with ground-truth factors (dSprites), not {cfg['data']['name']}",
+              "Use [inception] for CelebA.")
+
+
+CHECKS: tuple[Callable[[dict[str, Any]], None], ...] = (_vae, _data, _sampling, _levels, _metrics)
+
+
+def check_experiment(cfg: dict[str, Any]) -> None:
+    """Apply every cross-key rule to a validated, defaulted experiment config.
+
+    Raises:
+        ConfigError: the first rule broken, naming the key, the value, what is allowed and the fix.
+    """
+    for check in CHECKS:
+        check(cfg)
