@@ -19,9 +19,13 @@ Diagnostics (``--diagnostics``), each an image set of ``--n`` images:
   posterior at t = 1, variance of μ_1 relative to σ_1²).
 
 Fixes (``--fixes``): the multibeta denoiser retrained on the same cache with changed
-``diffusion`` options (:data:`FIXES`), then sampled like ``mb_heun10`` / ``mb_anc1000``.
+``diffusion`` options (:data:`FIXES`; steps pinned so that each is compared with the
+experiment's own 3,000-step denoiser), then sampled like ``mb_heun10`` / ``mb_anc1000``.
 
     .venv/bin/python benchmarks/generation_gap.py --experiment default [--fixes wide long]
+
+The experiment's config is read from its report (``results/<exp>/report/metrics.json``) when
+it exists, else from ``--config``.
 
 Writes ``benchmarks/results/generation_gap_<experiment>.json`` and ``.md``.
 """
@@ -65,10 +69,17 @@ DIAGNOSTICS = ("data", "recon_t0", "ldm_heun10", "ldm_anc1000", "mb_heun10", "mb
 #: name -> diffusion overrides of a retrained multibeta denoiser.
 FIXES: dict[str, dict[str, Any]] = {
     "long": {"steps": 9000},
-    "wide": {"width": 512},
-    "deep": {"depth": 6},
-    "lambda0.1": {"lambda_delta": 0.1},
-    "min_snr": {"weighting": "min_snr"},
+    "long_lambda0.1": {"steps": 9000, "lambda_delta": 0.1},
+    "wide": {"steps": 3000, "width": 512},
+    "deep": {"steps": 3000, "depth": 6},
+    "lambda0.01": {"steps": 3000, "lambda_delta": 0.01},
+    "lambda0.03": {"steps": 3000, "lambda_delta": 0.03},
+    "lambda0.1": {"steps": 3000, "lambda_delta": 0.1},
+    "lambda0.3": {"steps": 3000, "lambda_delta": 0.3},
+    "lambda10": {"steps": 3000, "lambda_delta": 10.0},
+    "snr": {"steps": 3000, "weighting": "snr"},
+    "min_snr": {"steps": 3000, "weighting": "min_snr"},
+    "batch1024": {"steps": 3000, "batch_size": 1024},
 }
 HEUN10 = {"steps": 10, "eta": 0.0, "solver": "heun"}
 ANC1000 = {"steps": 1000, "eta": 1.0, "solver": "euler"}
@@ -206,6 +217,10 @@ def main() -> None:
     import yaml
 
     config = resolve_config(yaml.safe_load(args.config.read_text()))
+    # the finished run's own config (its report records it): the config file may have moved on
+    recorded = Path(config["results_dir"]) / args.experiment / "report" / "metrics.json"
+    if recorded.is_file():
+        config = resolve_config({**json.loads(recorded.read_text())["config"], "sweep": []})
     runtime = select_runtime("cpu", "fp32", args.threads)
     exp = Experiment(config, args.experiment, runtime)
     out_json = OUT_DIR / f"generation_gap_{args.experiment}.json"
