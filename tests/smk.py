@@ -5,8 +5,10 @@ from __future__ import annotations
 import collections
 import os
 import re
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,23 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
+def _no_slurm_probe_dir() -> str:
+    """A folder whose ``scontrol`` fails at once, to put first on PATH.
+
+    Importing Snakemake loads the SLURM executor plugin, which runs ``scontrol show config`` and
+    waits up to 10 s for an answer; on a machine with the SLURM client but no reachable
+    controller every snakemake call would spend that long probing. The local runs and dry runs
+    here never use SLURM (tests/test_slurm.py calls the real tools itself).
+    """
+    folder = Path(tempfile.gettempdir()) / "multibeta-tests-no-slurm"
+    stub = folder / "scontrol"
+    if not stub.exists():
+        folder.mkdir(exist_ok=True)
+        stub.write_text("#!/bin/sh\nexit 1\n")
+        stub.chmod(stub.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return str(folder)
+
+
 def snakemake(
     workdir: Path, *args: str, configfile: Path | None = None, timeout: int = 900, check: bool = True
 ) -> subprocess.CompletedProcess:
@@ -34,6 +53,7 @@ def snakemake(
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
     env = dict(os.environ, PYTHONHASHSEED="0")
+    env["PATH"] = _no_slurm_probe_dir() + os.pathsep + env.get("PATH", "")
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -11,7 +11,7 @@ from multibeta.workflow.experiments import dataset_id, expand_experiments
 def test_sweep_expands_into_named_experiments_sharing_the_dataset() -> None:
     raw = {
         "experiment": "base",
-        "data": {"size": 64},
+        "data": {"size": 512},
         "sweep": [{"name": "seed1", "overrides": {"data.seed": 1}},
                   {"name": "val", "overrides": {"data.val_fraction": 0.1}}],
     }

@@ -112,10 +112,15 @@ def test_sweep_shares_the_dataset_and_compares_experiments(tiny_run: tuple[Path,
     """A two-experiment sweep (the tiny experiment, already run, plus one more seed)."""
     workdir, config = tiny_run
     swept = copy.deepcopy(config)
-    swept["sweep"] = [{"name": "tiny-seed1", "overrides": {"vae.seed": 1, "diffusion.seed": 1}}]
+    # The second experiment is kept small (one variant, one sampling run, no baseline): what is
+    # tested is the sweep's wiring, not the tiny pipeline again.
+    swept["sweep"] = [{"name": "tiny-seed1", "overrides": {
+        "vae.seed": 1, "diffusion.seed": 1, "vae.baseline_betas": [], "diffusion.variants": ["multibeta"],
+        "sampling.runs": [config["sampling"]["runs"][1]]}}]
     path = write_config(workdir / "sweep.yaml", swept)
     jobs = planned_jobs(workdir, path)
     assert jobs["prepare_data"] == 0 and jobs["train_vae"] == 1 and jobs["sweep_report"] == 1
+    assert jobs["train_diffusion"] == 1 and jobs["sample"] == 1 and jobs["train_vae_baseline"] == 0
     snakemake(workdir, "--cores", "2", "--resources", "gpu=1", configfile=path, timeout=1200)
     results = workdir / "results"
     for exp in (config["experiment"], "tiny-seed1"):
