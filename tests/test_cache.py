@@ -299,3 +299,18 @@ def test_cache_latents_with_the_real_vae_and_dataset_file(tmp_path: Path) -> Non
     got = cache.delta_at(torch.arange(n), t)
     assert float(num.abs().max()) > 1e-3
     assert float((got - num).abs().max()) < 0.02 * float(num.abs().max()) + 1e-4
+
+
+def test_a_damaged_chunk_read_names_the_file_and_the_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = LatentCache(make_cache(tmp_path / "latents.h5"), in_memory=False)
+
+    class DamagedDataset:
+        def __getitem__(self, selection):
+            raise OSError("Can't synchronously read data (inflate() failed)")
+
+    monkeypatch.setattr(cache, "_h5", lambda: {"mu": DamagedDataset(), "delta": DamagedDataset()})
+    for read in (lambda: cache.level(0), lambda: cache.block(0, 3)):
+        with pytest.raises(CacheError) as err:
+            read()
+        assert str(cache.path) in str(err.value) and "cache_latents" in str(err.value)
+        assert "damaged" in str(err.value)

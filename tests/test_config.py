@@ -94,3 +94,15 @@ def test_a_sweep_entry_that_breaks_a_rule_is_named() -> None:
 
     with pytest.raises(ConfigError, match=r"sweep 'low': invalid config at 'vae.beta_max'"):
         expand_experiments({"sweep": [{"name": "low", "overrides": {"vae.beta_max": 0.05}}]})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("results/", "results"), ("./out//runs/", "out/runs"),
+                                                 ("/abs/results/", "/abs/results"), ("results", "results")])
+def test_results_dir_is_normalised_once(value: str, expected: str) -> None:
+    assert resolve_config({"results_dir": value})["results_dir"] == expected
+
+
+@pytest.mark.parametrize("value", ["", "  ", ".", "./"])
+def test_results_dir_must_name_a_folder(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"invalid config at 'results_dir'.*results_dir: results"):
+        resolve_config({"results_dir": value})

@@ -215,3 +215,22 @@ def test_write_rejects_bad_input(tmp_path, change, message) -> None:
     with pytest.raises(ValueError, match=message):
         write_image_dataset(tmp_path / "bad.h5", **{**kwargs, **change})
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_a_corrupt_chunk_names_the_file_and_the_rule_that_rebuilds_it(dsprites_file: str, tmp_path) -> None:
+    import shutil
+
+    path = tmp_path / "dataset.h5"
+    shutil.copy(dsprites_file, path)
+    with h5py.File(path, "r") as h5:
+        info = h5["images"].id.get_chunk_info(0)  # the first gzip-compressed chunk of images
+    with open(path, "r+b") as f:
+        f.seek(info.byte_offset + 16)
+        f.write(b"\xff" * min(256, info.size - 16))
+    with pytest.raises(DatasetFileError) as err:
+        read_images(path, [0, 1])
+    message = str(err.value)
+    assert str(path) in message and "prepare_data" in message and "damaged" in message
+    with pytest.raises(DatasetFileError, match="prepare_data"):
+        ImageDataset(path, max_memory_bytes=10**9)
+    assert read_images(dsprites_file, [0, 1]).shape == (2, 1, 64, 64)  # the original still reads

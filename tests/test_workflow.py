@@ -51,6 +51,12 @@ def test_bad_config_stops_before_any_job(tmp_path: Path, edit: dict, key: str) -
     assert not (tmp_path / "results").exists()
 
 
+def test_results_dir_with_a_trailing_slash_plans_the_whole_run(tmp_path: Path) -> None:
+    config = {**load_yaml(TINY), "results_dir": "out/"}
+    jobs = planned_jobs(tmp_path, write_config(tmp_path / "slash.yaml", config))
+    assert jobs["train_vae"] == 1 and jobs["report"] == 1 and jobs["all"] == 1
+
+
 def test_full_scale_dsprites_config_plans_every_stage(tmp_path: Path) -> None:
     jobs = planned_jobs(tmp_path, REPO / "configs" / "dsprites_full.yaml")
     assert jobs["train_vae_baseline"] == 4 and jobs["baseline_metrics"] == 4

@@ -371,9 +371,9 @@ class LatentCache:
         load = need <= max_memory_bytes if in_memory == "auto" else bool(in_memory)
         if load:
             f = self._h5()
-            self._mu = torch.from_numpy(np.asarray(f["mu"][...], dtype=np.float32))
+            self._mu = torch.from_numpy(self._read("mu", ...))
             if self.has_delta:
-                self._delta = torch.from_numpy(np.asarray(f["delta"][...], dtype=np.float32))
+                self._delta = torch.from_numpy(self._read("delta", ...))
             self.close()
         logger.info(
             "latent cache %s: N=%d, K=%d, d=%d, delta=%s, %s",
@@ -397,6 +397,15 @@ class LatentCache:
                 ) from exc
             self._pid = os.getpid()
         return self._file
+
+    def _read(self, name: str, selection: Any) -> np.ndarray:
+        """``file[name][selection]`` as float32; a damaged chunk raises a CacheError naming the fix."""
+        try:
+            return np.asarray(self._h5()[name][selection], dtype=np.float32)
+        except OSError as exc:
+            raise CacheError(
+                f"latent cache {self.path}: cannot read {name} ({exc}); the file is damaged. {_FIX}"
+            ) from exc
 
     def close(self) -> None:
         """Close the file handle (in-memory data stays usable)."""
@@ -480,7 +489,7 @@ class LatentCache:
             return data[idx[:, None], k[:, None] + torch.arange(2, device=k.device)]
         idx_np = idx.cpu().numpy()
         uniq, inverse = np.unique(idx_np, return_inverse=True)
-        block = torch.from_numpy(np.asarray(self._h5()[name][uniq], dtype=np.float32))
+        block = torch.from_numpy(self._read(name, uniq))
         inv = torch.from_numpy(inverse.reshape(-1))
         kc = k.cpu()
         pair = block[inv[:, None], kc[:, None] + torch.arange(2)]
@@ -526,14 +535,14 @@ class LatentCache:
             raise IndexError(f"level {k} out of range for K={self.num_levels}")
         if self._mu is not None:
             return self._mu[:, k].cpu().numpy()
-        return np.asarray(self._h5()["mu"][:, k], dtype=np.float32)
+        return self._read("mu", (slice(None), k))
 
     def block(self, start: int, stop: int, name: Literal["mu", "delta"] = "mu") -> np.ndarray:
         """Rows ``[stop − start, K, d]`` float32 of ``mu`` (or ``delta``)."""
         data = self._mu if name == "mu" else self._delta
         if data is not None:
             return data[start:stop].cpu().numpy()
-        return np.asarray(self._h5()[name][start:stop], dtype=np.float32)
+        return self._read(name, slice(start, stop))
 
     def statistics(
         self, rows: np.ndarray | None = None, block_rows: int = 65536

@@ -227,6 +227,18 @@ def _open(path: str | os.PathLike, **kwargs: Any) -> h5py.File:
     return h5
 
 
+def _read(dset: h5py.Dataset, selection: Any = Ellipsis) -> np.ndarray:
+    """``dset[selection]``; a corrupt chunk becomes an error naming the file and the fix."""
+    try:
+        return dset[selection]
+    except OSError as err:
+        path = dset.file.filename
+        raise DatasetFileError(
+            f"{path}: cannot read {dset.name} ({err}); the file is damaged. Delete it and rerun "
+            f"the prepare_data rule, which rebuilds it. {_MAKER}"
+        ) from err
+
+
 def _json_attr(h5: h5py.File, key: str) -> Any:
     if key not in h5.attrs:
         return None
@@ -247,7 +259,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """
     with _open(path) as h5:
         n, channels = (int(s) for s in h5["images"].shape[:2])
-        counts = np.bincount(h5["split"][...].astype(np.int64), minlength=3)
+        counts = np.bincount(_read(h5["split"]).astype(np.int64), minlength=3)
         sizes = h5.attrs.get("factor_sizes")
         attrs = {}
         for key in REQUIRED_ATTRS:
@@ -296,7 +308,7 @@ def _read_rows(dset: h5py.Dataset, rows: np.ndarray, progress: bool = False) -> 
     for a, b, first in tqdm(pieces, desc="read images", disable=not progress or None):
         lo = int(first) * chunk
         hi = int(sorted_rows[b - 1]) + 1
-        data = dset[lo:hi]
+        data = _read(dset, slice(lo, hi))
         out[order[a:b]] = data[sorted_rows[a:b] - lo]
     return out
 
@@ -368,7 +380,7 @@ class ImageDataset(Dataset):
                     f"unknown split {split!r}; use one of {sorted(SPLIT_CODES)} or None"
                 )
             with _open(self.path) as h5:
-                codes = h5["split"][...]
+                codes = _read(h5["split"])
             rows = rows[codes[rows] == SPLIT_CODES[split]]
         self.rows = rows
         self.split = split
@@ -430,7 +442,7 @@ class ImageDataset(Dataset):
         if self._images is not None:
             image = self._images[i]
         else:
-            image = self._file()["images"][row]
+            image = _read(self._file()["images"], row)
         return torch.from_numpy(image.astype(np.float32) / 255.0), row
 
     # --- labels, indexed by file row -------------------------------------------------
@@ -440,7 +452,7 @@ class ImageDataset(Dataset):
                 if name not in h5:
                     raise KeyError(f"{self.path} has no '{name}' dataset "
                                    f"(it has {self.metadata['optional']})")
-                self._labels[name] = h5[name][...]
+                self._labels[name] = _read(h5[name])
         return self._labels[name]
 
     def _label_rows(self, name: str, rows: IndexLike | None) -> np.ndarray:

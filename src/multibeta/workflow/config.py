@@ -10,6 +10,7 @@ reads it. Validation fills defaults (also inside ``$ref``'d sections, which Snak
 from __future__ import annotations
 
 import copy
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -120,8 +121,28 @@ def validate(instance: dict[str, Any], schema_name: str = TOP_SCHEMA) -> dict[st
 
 
 def resolve_config(raw: dict[str, Any]) -> dict[str, Any]:
-    """Return a validated deep copy of ``raw`` with every default filled in."""
-    return validate(copy.deepcopy(raw if raw is not None else {}))
+    """Return a validated deep copy of ``raw`` with every default filled in.
+
+    ``results_dir`` is normalised once here (``results/`` and ``./results`` become
+    ``results``), so every output path built from it matches Snakemake's own paths.
+
+    Raises:
+        ConfigError: a schema violation, or a ``results_dir`` that names no folder.
+    """
+    cfg = validate(copy.deepcopy(raw if raw is not None else {}))
+    cfg["results_dir"] = normalise_results_dir(cfg["results_dir"])
+    return cfg
+
+
+def normalise_results_dir(value: str) -> str:
+    """``os.path.normpath`` of ``results_dir``; refuses '' and '.' (outputs must get a folder)."""
+    path = os.path.normpath(value.strip()) if value.strip() else ""
+    if path in ("", "."):
+        raise ConfigError(
+            f"invalid config at 'results_dir': {value!r} — must name a folder for the outputs "
+            "(relative to the working directory, or absolute). Use e.g. results_dir: results."
+        )
+    return path
 
 
 def section_defaults(section: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
