@@ -242,13 +242,37 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
         return batch
 
     monkeypatch.setattr(DiffusionTrainer, "sample_batch", poisoned)
-    with pytest.raises(NonFiniteLossError, match="NaN/inf.*lr"):
+    with pytest.raises(NonFiniteLossError) as err:
         train_diffusion(
             config(), variant="multibeta", cache=cache_path, out_dir=tmp_path, runtime=CPU
         )
+    message = str(err.value)
+    # batch 13 (step index 12) is the first poisoned one: step 13, found at the log window of step 15
+    assert "non-finite eps_loss, delta_loss, loss first at training step 13 (found at step 15)" in message
+    assert "diffusion.lr" in message and "diffusion.lambda_delta" in message and "fp32" in message
+    assert "the config must change" in message
+    assert f"{tmp_path / 'resume.pt'} holds step 10" in message
     assert not (tmp_path / "model.pt").exists()
     state = torch.load(tmp_path / "resume.pt", weights_only=False)
     assert state["step"] == 10 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_nan_before_any_checkpoint_says_none_was_written(
+    cache_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = DiffusionTrainer.sample_batch
+
+    def poisoned(self: DiffusionTrainer):
+        batch = original(self)
+        batch.eps = batch.eps * float("inf")
+        return batch
+
+    monkeypatch.setattr(DiffusionTrainer, "sample_batch", poisoned)
+    with pytest.raises(NonFiniteLossError, match="first at training step 1 .*Checkpoint: none was written"):
+        train_diffusion(
+            config(weighting="min_snr"), variant="noise_only", cache=cache_path, out_dir=tmp_path, runtime=CPU
+        )
+    assert not (tmp_path / "resume.pt").exists() and not (tmp_path / "model.pt").exists()
 
 
 def test_stale_resume_checkpoint_is_ignored(cache_path: Path, tmp_path: Path) -> None:

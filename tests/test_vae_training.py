@@ -184,9 +184,11 @@ class NaNAfter(TensorSource):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path) -> None:
     cfg = make_cfg(TINY, steps=10, checkpoint_every=2)
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss, rec.*step 6.*lower vae\.lr.*fp32"):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss, rec.*step 6.*lower it.*fp32") as err:
         train_vae(cfg, NaNAfter(squares(48, 2), k=6), checkpoint_path=tmp_path / "m.pt",
                   log_csv=tmp_path / "log.csv", runtime=CPU, progress=False)
+    assert "the config must change" in str(err.value)
+    assert f"{tmp_path / '.m.partial.pt'} holds the state of step 4" in str(err.value)
     state = load_checkpoint(tmp_path / ".m.partial.pt", kind="vae")
     assert state["train_state"]["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values())
@@ -195,6 +197,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path) -> None:
     result = train_vae(cfg, squares(48, 2), checkpoint_path=tmp_path / "m.pt",
                        log_csv=tmp_path / "log.csv", runtime=CPU, progress=False)
     assert result.completed and result.resumed_from == 4
+
+
+def test_nan_at_the_first_step_says_no_checkpoint_was_written(tmp_path) -> None:
+    cfg = make_cfg(TINY, steps=10, checkpoint_every=2)
+    with pytest.raises(NonFiniteLossError, match=r"step 1 .*Checkpoint: no checkpoint was written"):
+        train_vae(cfg, NaNAfter(squares(48, 2), k=1), checkpoint_path=tmp_path / "m.pt",
+                  log_csv=tmp_path / "log.csv", runtime=CPU, progress=False)
+    assert not (tmp_path / ".m.partial.pt").exists()
 
 
 def test_fixed_beta_mode_trains_a_plain_beta_vae(tmp_path) -> None:

@@ -178,9 +178,13 @@ class DiffusionTrainer:
 
         self.step = 0
         self.log_rows: list[dict[str, float]] = []
-        # running sums over the log window: loss, eps, delta, grad_norm, count; and a NaN flag
+        # running sums over the log window: loss, eps, delta, grad_norm, count
         self._acc = torch.zeros(5, dtype=torch.float64, device=self.device)
-        self._bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        # which of (eps_loss, delta_loss, loss) turned NaN/inf, and the first step it happened
+        # (kept on the device: checked once per log window, not synchronised every step)
+        self._bad = torch.zeros(3, dtype=torch.bool, device=self.device)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._saved_step = 0
         self.fingerprint = config_hash(
             {
                 "config": {
@@ -243,7 +247,9 @@ class DiffusionTrainer:
         self.scaler.update()
         self.step += 1
         self.update_ema()
-        self._bad |= ~torch.isfinite(terms.total.detach())
+        bad = ~torch.isfinite(torch.stack([terms.eps, terms.delta, terms.total.detach()]))
+        self._bad |= bad
+        self._first_bad.masked_fill_((self._first_bad < 0) & bad.any(), self.step)
         self._acc += torch.stack(
             [
                 terms.total.detach(),
@@ -266,12 +272,28 @@ class DiffusionTrainer:
 
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteLossError` if any loss since the last check was NaN/inf."""
-        if bool(self._bad):
-            raise NonFiniteLossError(
-                f"train_diffusion[{self.variant}]: the loss became NaN/inf before step {self.step}. "
-                f"The last good checkpoint ({self.resume_path}, if any) is kept. Lower diffusion.lr, "
-                "keep diffusion.grad_clip > 0, or run with compute.precision: fp32, then rerun."
-            )
+        if not bool(self._bad.any()):
+            return
+        cfg = self.cfg
+        terms = [name for name, b in zip(("eps_loss", "delta_loss", "loss"), self._bad.tolist()) if b]
+        causes = [f"the learning rate (diffusion.lr = {cfg.lr:g}; lower it, keep diffusion.grad_clip > 0)"]
+        if "delta_loss" in terms or self.variant == "multibeta":
+            causes.append(f"the weight of the Delta loss (diffusion.lambda_delta = {cfg.lambda_delta:g})")
+        if cfg.weighting != "uniform":
+            causes.append(f"the SNR weighting's cap (diffusion.snr_max = {cfg.snr_max:g}, "
+                          f"diffusion.weighting = {cfg.weighting})")
+        causes.append("bf16 autocast (compute.precision: fp32)")
+        if self._saved_step and self.resume_path.exists():
+            last = (f"{self.resume_path} holds step {self._saved_step}, trained with this config "
+                    "(a changed config trains from step 0)")
+        else:
+            last = "none was written before the failure"
+        raise NonFiniteLossError(
+            f"train_diffusion[{self.variant}]: non-finite {', '.join(terms)} first at training step "
+            f"{int(self._first_bad)} (found at step {self.step}). Training is deterministic, so a "
+            "rerun with this config stops here again: the config must change. Likely causes: "
+            + "; ".join(causes) + f". Checkpoint: {last}."
+        )
 
     def log_window(self) -> None:
         """Append the mean of the current window to the log and reset it."""
@@ -337,6 +359,7 @@ class DiffusionTrainer:
         self.check_finite()
         save_checkpoint(self.state(), path)
         self.write_log()
+        self._saved_step = self.step
 
     def try_resume(self) -> bool:
         """Load ``resume.pt`` when it belongs to this config and cache; return whether it did."""
@@ -366,6 +389,7 @@ class DiffusionTrainer:
         self._acc.copy_(state["acc"])
         self.log_rows = list(state["log"])
         self.step = int(state["step"])
+        self._saved_step = self.step
         logger.info("resumed %s at step %d", self.variant, self.step)
         return True
 

@@ -270,13 +270,18 @@ class VAETrainer:
         if bool(torch.isfinite(stacked).all()):
             return
         bad = [k for k, v in values.items() if not bool(torch.isfinite(v.detach()).all())]
-        last = f"{self.state_path} (step {self._saved_step})" if self._saved_step else \
-            "none yet (no checkpoint was written before the failure)"
+        if self._saved_step and self.state_path.exists():
+            last = (f"{self.state_path} holds the state of step {self._saved_step}, trained with this "
+                    f"config; delete it once you change the config (a changed config cannot resume it)")
+        else:
+            last = "no checkpoint was written before the failure"
         raise NonFiniteLossError(
-            f"non-finite {', '.join(bad)} at training step {self.step + 1} "
+            f"train_vae: non-finite {', '.join(bad)} at training step {self.step + 1} "
             f"(values: {', '.join(f'{k}={float(values[k].detach()):.4g}' for k in bad)}). "
-            f"Last good checkpoint: {last}; a rerun resumes from it. Suggestions: lower vae.lr, "
-            "set vae.grad_clip, lower vae.beta_max, or train in fp32 (compute.precision: fp32)."
+            "Training is deterministic, so a rerun with this config stops here again: the config "
+            f"must change. Likely causes: the learning rate (vae.lr = {self.cfg.lr:g}; lower it or "
+            "set vae.grad_clip), a large beta (vae.beta_max), or bf16 autocast "
+            f"(compute.precision: fp32). Checkpoint: {last}."
         )
 
     def train_step(self) -> dict[str, float]:
