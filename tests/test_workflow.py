@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from smk import REPO, TINY, load_yaml, planned_jobs, snakemake, write_config
 
 
