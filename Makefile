@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(VENV)/bin/python -m multibeta.workflow.config $(CONFIG)
 	$(VENV)/bin/snakemake --cores $(CORES) --resources gpu=$(GPUS) --rerun-incomplete --configfile $(CONFIG)
 
 test: $(STAMP)
@@ -30,6 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/snakemake --lint
 
 dry-run: $(STAMP)
+	$(VENV)/bin/python -m multibeta.workflow.config $(CONFIG)
 	$(VENV)/bin/snakemake -n --configfile $(CONFIG)
 
 benchmarks: $(STAMP)

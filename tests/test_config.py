@@ -106,3 +106,26 @@ def test_results_dir_is_normalised_once(value: str, expected: str) -> None:
 def test_results_dir_must_name_a_folder(value: str) -> None:
     with pytest.raises(ConfigError, match=r"invalid config at 'results_dir'.*results_dir: results"):
         resolve_config({"results_dir": value})
+
+
+def test_config_file_problems_name_the_file_and_line(tmp_path) -> None:
+    from multibeta.workflow.config import load_config_file, main
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("experiment: x\nvae:\n  steps: [1, 2\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=rf"{broken} at line \d+, column \d+: not valid YAML"):
+        load_config_file(broken)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match=rf"{empty} is empty"):
+        load_config_file(empty)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- experiment: x\n")
+    with pytest.raises(ConfigError, match=rf"{listing}: the top level must be a mapping"):
+        load_config_file(listing)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config_file(tmp_path / "missing.yaml")
+    good = tmp_path / "good.yaml"
+    good.write_text("experiment: ok\n")
+    assert main([str(good)]) == 0
+    assert main([str(good), str(broken)]) == 1

@@ -163,3 +163,64 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML config file; errors name the file and, for syntax errors, line and column.
+
+    Snakemake reports a broken ``--configfile`` without its name or line; ``make run`` and
+    ``make dry-run`` read the file with this first (``python -m multibeta.workflow.config F``).
+
+    Raises:
+        ConfigError: missing file, YAML syntax error, empty file, or a top level that is not a
+            mapping of sections.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem}). Check indentation "
+                          "(spaces, not tabs) and brackets there.") from None
+    if raw is None:
+        raise ConfigError(f"{path} is empty: give at least `experiment: <name>`, or leave out "
+                          "--configfile to use config.yaml.")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config sections "
+                          f"(experiment:, data:, vae:, ...), not a {type(raw).__name__}.")
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m multibeta.workflow.config FILE...``: check config files before a run."""
+    import argparse
+    import sys
+
+    from multibeta.workflow.experiments import expand_experiments
+
+    parser = argparse.ArgumentParser(description="Check pipeline config files (YAML, schema, cross-key rules).")
+    parser.add_argument("files", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    status = 0
+    for path in args.files:
+        try:
+            experiments = expand_experiments(load_config_file(path))
+        except ConfigError as exc:
+            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            print(f"error: {message}", file=sys.stderr)
+            status = 1
+        else:
+            print(f"{path}: valid ({len(experiments)} experiment(s): {', '.join(experiments)})")
+    return status
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, so that ConfigError is the class the other modules raise.
+    from multibeta.workflow.config import main as _main
+
+    raise SystemExit(_main())
+
