@@ -50,6 +50,7 @@ def test_outputs_and_report(tiny_run: tuple[Path, dict[str, Any]]) -> None:
         assert (base / png).stat().st_size > 1000, png
     assert (base / "benchmarks" / "train_vae.tsv").exists()
     assert (base / "logs" / "train_vae.log").read_text().count("runtime: device=cpu") == 1
+    assert not (workdir / "results" / ".multibeta.lock").exists()  # released when the run ended
 
 
 def test_nothing_to_do_after_a_run(tiny_run: tuple[Path, dict[str, Any]]) -> None:

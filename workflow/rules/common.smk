@@ -37,6 +37,29 @@ DATASETS = {dataset_id(c["data"]): c["data"] for c in EXPERIMENTS.values()}
 VARIANTS = ("multibeta", "noise_only", "standard_ldm")
 ENV = "../../envs/multibeta.yaml"
 
+# A lock on the results directory itself (Snakemake's own lock is per working directory):
+# taken when jobs are about to run, dropped when the run ends either way.
+onstart:
+    from multibeta.workflow.results_lock import ResultsLockedError, acquire
+
+    try:
+        acquire(RESULTS)
+    except ResultsLockedError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+onsuccess:
+    from multibeta.workflow.results_lock import release
+
+    release(RESULTS)
+
+
+onerror:
+    from multibeta.workflow.results_lock import release
+
+    release(RESULTS)
+
+
 wildcard_constraints:
     exp="|".join(sorted(EXPERIMENTS)),
     dataset=r"[A-Za-z0-9_.-]+",
