@@ -69,3 +69,36 @@ def test_snakemake_stops_before_any_job_while_another_workdir_holds_the_results(
     lock.unlink()
     snakemake(tmp_path, target, "--cores", "1", configfile=path, timeout=300)
     assert (tmp_path / target).is_file() and not lock.exists()  # released after the run
+
+
+def test_after_a_hard_kill_unlock_then_rerun_incomplete_resumes(tmp_path: Path) -> None:
+    """The README's command after kill -9: `snakemake --unlock`, then `make run`'s flags."""
+    import signal
+    import sys
+    import time
+
+    from smk import REPO, _no_slurm_probe_dir
+
+    config = load_yaml(TINY)
+    config["vae"].update(steps=300, checkpoint_every=20, log_every=20)
+    path = write_config(tmp_path / "tiny.yaml", config)
+    target = f"results/{config['experiment']}/vae/model.pt"
+    partial = tmp_path / "results" / config["experiment"] / "vae" / ".model.partial.pt"
+    cmd = [str(Path(sys.executable).with_name("snakemake")), target, "-s", str(REPO / "Snakefile"),
+           "-d", str(tmp_path), "--cores", "1", "--configfile", str(path)]
+    env = dict(os.environ, PATH=_no_slurm_probe_dir() + os.pathsep + os.environ["PATH"])
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert partial.exists(), "train_vae wrote no resumable state before the deadline"
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: snakemake and its job
+    proc.wait()
+    again = snakemake(tmp_path, target, "--cores", "1", configfile=path, check=False, timeout=300)
+    assert again.returncode != 0 and "unlock" in (again.stdout + again.stderr).lower()
+    snakemake(tmp_path, "--unlock", configfile=path, timeout=300)
+    snakemake(tmp_path, target, "--cores", "1", "--rerun-incomplete", configfile=path, timeout=600)
+    assert (tmp_path / target).is_file() and not partial.exists()
+    log = (tmp_path / "results" / config["experiment"] / "logs" / "train_vae.log").read_text()
+    assert "resum" in log.lower()
