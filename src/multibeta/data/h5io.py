@@ -323,6 +323,14 @@ def read_images(path: str | os.PathLike, indices: Sequence[int] | np.ndarray) ->
         return _read_rows(h5["images"], rows)
 
 
+def read_labels(path: str | os.PathLike, rows: np.ndarray) -> dict[str, np.ndarray | None]:
+    """``factor_classes`` [len(rows), F] and ``attributes`` [len(rows), A] at file ``rows``
+    (None where the file has no such labels); read errors name the file and the fix."""
+    with _open(path) as h5:
+        return {name: (_read(h5[name])[rows] if name in h5 else None)
+                for name in ("factor_classes", "attributes")}
+
+
 def spread_positions(n_total: int, n: int) -> np.ndarray:
     """``min(n, n_total)`` positions evenly spread over ``0 .. n_total - 1`` (int64, ascending).
 

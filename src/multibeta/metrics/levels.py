@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from multibeta.data.h5io import read_images, read_metadata
+from multibeta.data.h5io import read_images, read_labels, read_metadata
 from multibeta.metrics.config import MetricsConfig, select_levels
 from multibeta.metrics.dci import compute_dci
 from multibeta.metrics.disentanglement import compute_disentanglement
@@ -44,13 +44,10 @@ class Labels:
 
     @classmethod
     def from_dataset(cls, dataset_path: str | os.PathLike, rows: np.ndarray) -> "Labels":
-        import h5py
-
         meta = read_metadata(dataset_path)
-        with h5py.File(dataset_path, "r") as h5:
-            fc = h5["factor_classes"][...][rows] if "factor_classes" in h5 else None
-            attrs = h5["attributes"][...][rows] if "attributes" in h5 else None
-        return cls(fc, meta["factor_names"], attrs, meta["attribute_names"])
+        labels = read_labels(dataset_path, rows)
+        return cls(labels["factor_classes"], meta["factor_names"], labels["attributes"],
+                   meta["attribute_names"])
 
 
 def maybe_lpips(cfg: MetricsConfig, channels: int, device: torch.device) -> torch.nn.Module | None:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
 from multibeta.utils.io import atomic_path
+
+
+class SampleFileError(ValueError):
+    """A samples file that cannot be read (message names the file and the fix)."""
 
 
 def write_samples(
@@ -32,11 +37,22 @@ def write_samples(
 
 
 def read_samples(path: str | os.PathLike) -> dict[str, Any]:
-    """``{"latents": [N, d], "images": uint8 [N, C, H, W], "run": {...}, "extra": {...}}``."""
-    with h5py.File(path, "r") as h5:
-        return {
-            "latents": h5["latents"][...],
-            "images": h5["images"][...],
-            "run": json.loads(h5.attrs["run"]),
-            "extra": json.loads(h5.attrs["extra"]),
-        }
+    """``{"latents": [N, d], "images": uint8 [N, C, H, W], "run": {...}, "extra": {...}}``.
+
+    Raises:
+        SampleFileError: the file is missing, damaged or not a samples file (the message names
+            it and the rule that redraws it).
+    """
+    fix = "Delete it and rerun the rule sample (snakemake ... sample), which redraws it."
+    if not Path(path).is_file():
+        raise SampleFileError(f"samples file not found: {path}. It is written by the rule sample.")
+    try:
+        with h5py.File(path, "r") as h5:
+            return {
+                "latents": h5["latents"][...],
+                "images": h5["images"][...],
+                "run": json.loads(h5.attrs["run"]),
+                "extra": json.loads(h5.attrs["extra"]),
+            }
+    except (OSError, KeyError, ValueError) as err:
+        raise SampleFileError(f"{path} is damaged or not a samples file ({err}). {fix}") from err
