@@ -283,3 +283,34 @@ def test_compute_disentanglement_runs_every_applicable_metric(factors, identity_
     assert "tad" in res and "mig" not in res and res["tad_seed"] == 0
     with pytest.raises(ValueError, match="factor_classes"):
         compute_disentanglement(identity_code, cfg)
+
+
+def test_tad_auroc_matrix_equals_scikit_learn_with_ties_and_constant_attributes() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    z = np.round(rng.normal(size=(300, 6)), 1)  # rounded: many ties
+    y = (rng.random((300, 5)) < [0.1, 0.5, 0.9, 0.3, 0.0]).astype(np.int8)  # the last is constant
+    got = _auroc_matrix(z, y)
+    for i in range(4):
+        for d in range(6):
+            auc = roc_auc_score(y[:, i], z[:, d])
+            assert got[i, d] == pytest.approx(max(auc, 1 - auc), abs=1e-12)
+    assert (got[4] == 0.5).all()
+
+
+def test_binary_mutual_information_equals_scikit_learn_pair_by_pair() -> None:
+    from sklearn.metrics import mutual_info_score
+
+    from multibeta.metrics.utils import binary_mutual_information
+
+    rng = np.random.default_rng(1)
+    base = rng.random((500, 1)) < 0.4
+    labels = np.hstack([base, base ^ (rng.random((500, 1)) < 0.1), rng.random((500, 3)) < [0.2, 0.5, 0.97],
+                        np.zeros((500, 1), bool), ~base]).astype(np.int8) * 2 - 1  # values -1/1
+    got = binary_mutual_information(labels)
+    for i in range(labels.shape[1]):
+        for j in range(labels.shape[1]):
+            assert got[i, j] == pytest.approx(mutual_info_score(labels[:, i], labels[:, j]), abs=1e-12)
+    with pytest.raises(ValueError, match="column 0 is not binary"):
+        binary_mutual_information(np.array([[0, 1], [1, 0], [2, 1]]))

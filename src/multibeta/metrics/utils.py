@@ -58,6 +58,40 @@ def discrete_mutual_info(codes: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return m
 
 
+def binary_mutual_information(labels: np.ndarray) -> np.ndarray:
+    """I(a_i; a_j) in nats for every pair of binary labels [N, A] -> [A, A] (diagonal: H(a_i)).
+
+    From the 2×2 joint frequencies of each pair, all pairs at once (equal to scikit-learn's
+    ``mutual_info_score`` pair by pair). Each column's larger value counts as 1.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be [N, A], got shape {labels.shape}")
+    for j in range(labels.shape[1]):
+        if np.unique(labels[:, j]).size > 2:
+            raise ValueError(f"label column {j} is not binary")
+    ones = (labels == labels.max(axis=0, keepdims=True)).astype(np.float64)
+    n = len(ones)
+    p1 = ones.mean(axis=0)  # [A]
+    p11 = ones.T @ ones / n  # [A, A]
+    joint = {
+        (1, 1): p11,
+        (1, 0): p1[:, None] - p11,
+        (0, 1): p1[None, :] - p11,
+        (0, 0): 1.0 - p1[:, None] - p1[None, :] + p11,
+    }
+    marginal = {1: p1, 0: 1.0 - p1}
+    mi = np.zeros_like(p11)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for (x, y), pxy in joint.items():
+            pxy = np.clip(pxy, 0.0, 1.0)
+            product = np.outer(marginal[x], marginal[y])
+            term = pxy * np.log(pxy / product)
+            # 0·log 0 = 0; the tolerance absorbs rounding of the differences above
+            mi += np.where((pxy > 1e-12) & (product > 0), term, 0.0)
+    return np.maximum(mi, 0.0)
+
+
 def binary_entropy_reduction(labels: np.ndarray) -> np.ndarray:
     """For binary labels [N, A]: the largest fraction of each label's entropy explained by another.
 
@@ -66,12 +100,8 @@ def binary_entropy_reduction(labels: np.ndarray) -> np.ndarray:
     A constant label (H = 0) gives NaN, which never passes a ``<=`` threshold. With a
     single label the maximum over an empty set is taken as 0.
     """
-    labels = np.asarray(labels)
-    a = labels.shape[1]
-    mi = np.zeros((a, a))
-    for i in range(a):
-        for j in range(i, a):
-            mi[i, j] = mi[j, i] = mutual_info_score(labels[:, i], labels[:, j])
+    mi = binary_mutual_information(labels)
+    a = mi.shape[0]
     entropy = np.diag(mi).copy()
     off = mi - np.diag(entropy)
     best_other = off.max(axis=1) if a > 1 else np.zeros(a)
