@@ -38,10 +38,12 @@ def _no_slurm_probe_dir() -> str:
     """
     folder = Path(tempfile.gettempdir()) / "multibeta-tests-no-slurm"
     stub = folder / "scontrol"
-    if not stub.exists():
+    if not stub.exists():  # written atomically: parallel test workers may race here
         folder.mkdir(exist_ok=True)
-        stub.write_text("#!/bin/sh\nexit 1\n")
-        stub.chmod(stub.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        tmp = folder / f"scontrol.{os.getpid()}.tmp"
+        tmp.write_text("#!/bin/sh\nexit 1\n")
+        tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        os.replace(tmp, stub)
     return str(folder)
 
 
