@@ -230,18 +230,23 @@ def test_resume_is_bitwise_identical(cache_path: Path, tmp_path: Path) -> None:
     ).read_text()
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(
-    cache_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _poison_noise(monkeypatch: pytest.MonkeyPatch, value: float, from_step: int = 0) -> None:
+    """Multiply the training noise by ``value`` (nan or inf) from step index ``from_step`` on."""
     original = DiffusionTrainer.sample_batch
 
     def poisoned(self: DiffusionTrainer):
         batch = original(self)
-        if self.step >= 12:
-            batch.eps = batch.eps * float("nan")
+        if self.step >= from_step:
+            batch.eps = batch.eps * value
         return batch
 
     monkeypatch.setattr(DiffusionTrainer, "sample_batch", poisoned)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    cache_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_noise(monkeypatch, float("nan"), from_step=12)
     with pytest.raises(NonFiniteLossError) as err:
         train_diffusion(
             config(), variant="multibeta", cache=cache_path, out_dir=tmp_path, runtime=CPU
@@ -260,14 +265,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
 def test_nan_before_any_checkpoint_says_none_was_written(
     cache_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = DiffusionTrainer.sample_batch
-
-    def poisoned(self: DiffusionTrainer):
-        batch = original(self)
-        batch.eps = batch.eps * float("inf")
-        return batch
-
-    monkeypatch.setattr(DiffusionTrainer, "sample_batch", poisoned)
+    _poison_noise(monkeypatch, float("inf"))
     with pytest.raises(NonFiniteLossError, match="first at training step 1 .*Checkpoint: none was written"):
         train_diffusion(
             config(weighting="min_snr"), variant="noise_only", cache=cache_path, out_dir=tmp_path, runtime=CPU
