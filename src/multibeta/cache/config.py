@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from multibeta.cache.delta import level_grid
+from multibeta.core.levels import level_grid
 
 DeltaMethod = Literal["finite_difference", "jvp"]
 

@@ -28,14 +28,9 @@ import torch
 from tqdm.auto import tqdm
 
 from multibeta.cache.config import CacheConfig
-from multibeta.cache.delta import (
-    Encoder,
-    interpolate_levels,
-    jvp_delta,
-    segment,
-    segment_slope,
-)
-from multibeta.diffusion.schedules import SigmaTable
+from multibeta.cache.delta import Encoder, jvp_delta
+from multibeta.core.interpolation import interpolate_levels, segment, segment_slope
+from multibeta.core.schedules import SigmaTable
 from multibeta.utils.device import Runtime
 from multibeta.utils.io import atomic_path, canonical_json, file_sha256
 from multibeta.utils.versions import collect_versions

@@ -1,6 +1,5 @@
-"""Stage 2: latent diffusion with β as time (schedules, forward process, trainer, plots).
+"""Stage 2: latent diffusion with β as time (forward process, trainer, plots).
 
-Import the submodules directly (``multibeta.diffusion.trainer`` etc.); this package
-imports nothing itself so that ``multibeta.cache`` can use ``diffusion.schedules``
-without an import cycle.
+Import the submodules directly (``multibeta.diffusion.trainer`` etc.); the schedules it shares
+with the cache and the samplers live in :mod:`multibeta.core.schedules`.
 """

@@ -37,9 +37,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from multibeta.cache.delta import segment
+from multibeta.core.interpolation import segment
 from multibeta.cache.latent_cache import LatentCache
-from multibeta.diffusion.schedules import cosine_alpha_bar
+from multibeta.core.schedules import cosine_alpha_bar
 
 logger = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from multibeta.cache.delta import segment
-from multibeta.diffusion.schedules import SigmaTable, cosine_alpha_bar
+from multibeta.core.interpolation import segment
+from multibeta.core.schedules import SigmaTable, cosine_alpha_bar
 
 Variant = Literal["multibeta", "noise_only", "standard_ldm"]
 VARIANTS: tuple[str, ...] = ("multibeta", "noise_only", "standard_ldm")

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from multibeta.sampling.samplers import Solver, Variant
 from multibeta.sampling.spacing import Spacing
-from multibeta.workflow.config import ConfigError
+from multibeta.core.config import ConfigError
 
 Split = Literal["train", "validation", "test"]
 Prior = Literal["standard", "fitted"]

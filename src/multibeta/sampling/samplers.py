@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from multibeta.diffusion.schedules import cosine_alpha_bar
+from multibeta.core.schedules import cosine_alpha_bar
 from multibeta.sampling.spacing import Spacing, time_grid
 from multibeta.utils.device import Runtime, eval_mode
 

@@ -80,7 +80,7 @@ def _sampling(cfg: dict[str, Any]) -> None:
 
 
 def _levels(cfg: dict[str, Any]) -> None:
-    from multibeta.utils.level_grid import level_grid
+    from multibeta.core.levels import level_grid
     from multibeta.metrics.config import select_levels
 
     try:

@@ -20,13 +20,11 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from multibeta.core.config import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
 TOP_SCHEMA = "config.schema.yaml"
-
-
-class ConfigError(ValueError):
-    """The config is invalid; the message names the key and what is expected."""
 
 
 @lru_cache(maxsize=None)

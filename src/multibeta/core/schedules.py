@@ -1,9 +1,11 @@
-"""Noise schedules read by both diffusion training and sampling.
+"""Schedules shared by the stages: noise levels over t and learning rate over steps.
 
 - :class:`SigmaTable`: the multi-β VAE's posterior std σ_t, tabulated on a dense t grid
   (stored in the latent cache) and linearly interpolated, so Stage 2 never needs the VAE.
 - :func:`cosine_alpha_bar`: the standard cosine schedule of Nichol & Dhariwal (2021), used by
   the ``standard_ldm`` baseline.
+- :func:`lr_factor`: linear warm-up, then constant or cosine decay to a floor; the one
+  learning-rate schedule of every trainer (VAE, denoiser, factor classifier).
 """
 
 from __future__ import annotations
@@ -63,3 +65,31 @@ def cosine_alpha_bar(t: torch.Tensor, s: float = 0.008) -> torch.Tensor:
     f = torch.cos((t.to(torch.float64) + s) / (1 + s) * math.pi / 2) ** 2
     f0 = math.cos(s / (1 + s) * math.pi / 2) ** 2
     return (f / f0).clamp(1e-5, 1.0).to(t.dtype if t.is_floating_point() else torch.float32)
+
+
+def lr_factor(
+    step: int, *, warmup: int, total: int, floor: float = 0.0, decay: str = "cosine"
+) -> float:
+    """The learning rate of step ``step`` (0-based) as a fraction of the peak rate.
+
+    Linear warm-up ``(step + 1) / warmup`` over the first ``warmup`` steps, then either
+    ``constant`` (1) or ``cosine`` decay from 1 to ``floor`` over the remaining
+    ``total − warmup`` steps (reaching ``floor`` at ``step = total``).
+
+    Args:
+        step: the optimiser step, 0-based.
+        warmup: warm-up steps (0: none).
+        total: the run's total steps.
+        floor: the final rate as a fraction of the peak rate, in [0, 1].
+        decay: ``cosine`` or ``constant``.
+    """
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"the learning-rate floor is a fraction of the peak rate in [0, 1], got {floor}")
+    if step < warmup:
+        return (step + 1) / warmup
+    if decay == "constant":
+        return 1.0
+    if decay != "cosine":
+        raise ValueError(f"unknown learning-rate decay {decay!r}; use cosine or constant")
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
