@@ -111,7 +111,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "steps": args.steps,
         "warmup": args.warmup,
-        "arch": cfg.arch_dict(1),
+        "arch": cfg.vae_arch(1).to_dict(),
         "runs": runs,
         "machine": {**machine_info(), "loadavg_1m_start": load_start},
         "versions": collect_versions(),

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from multibeta.cache import CacheConfig, CacheError, LatentCache, VAEMismatchError, build_cache
-from multibeta.cache.delta import finite_difference_delta, jvp_delta, level_grid
+from multibeta.cache.delta import finite_difference_delta, jvp_delta
+from multibeta.core.levels import level_grid
 from multibeta.utils.device import Runtime
 from multibeta.workflow.config import section_defaults
 
@@ -245,7 +246,7 @@ def test_cache_latents_with_the_real_vae_and_dataset_file(tmp_path: Path) -> Non
     """The rule's entry point: dataset file + VAE checkpoint -> cache with labels and the VAE hash."""
     from multibeta.cache import cache_latents
     from multibeta.data.h5io import write_image_dataset
-    from multibeta.models.vae import build_vae
+    from multibeta.models.vae import MultiBetaVAE
     from multibeta.utils.checkpoint import save_checkpoint
     from multibeta.utils.io import file_sha256
     from multibeta.vae.config import VAEConfig
@@ -264,13 +265,13 @@ def test_cache_latents_with_the_real_vae_and_dataset_file(tmp_path: Path) -> Non
         progress=False,
     )
     vae_cfg = VAEConfig.from_section(section_defaults("vae", {}))
-    vae = build_vae(vae_cfg, 1)
+    vae = MultiBetaVAE(vae_cfg.vae_arch(1))
     with torch.no_grad():  # an untrained VAE may ignore t; perturb so that dμ/dt ≠ 0
         for p in vae.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     vae_path = tmp_path / "model.pt"
     save_checkpoint(
-        {"kind": "vae", "arch": vae.arch, "model": vae.state_dict(), "config": {"x": 1}}, vae_path
+        {"kind": "vae", "arch": vae.arch.to_dict(), "model": vae.state_dict(), "config": {"x": 1}}, vae_path
     )
     cfg = CacheConfig.from_section(
         section_defaults("cache", {"levels": 3, "batch_size": 4, "delta": "jvp"})

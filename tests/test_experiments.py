@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from multibeta.workflow.config import ConfigError
+from multibeta.core.config import ConfigError
 from multibeta.workflow.experiments import dataset_id, expand_experiments
 
 

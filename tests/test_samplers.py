@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from multibeta.diffusion.schedules import SigmaTable, cosine_alpha_bar
+from multibeta.core.schedules import SigmaTable, cosine_alpha_bar
 from multibeta.sampling.config import SamplingConfig
 from multibeta.sampling.samplers import (
     NOISE_BLOCK,

@@ -10,7 +10,7 @@ import torch
 
 from multibeta.models.embedding import FiLM, FourierTimeEmbedding
 from multibeta.models.schedules import SIGMA_SCHEDULES, LearnedSigma, build_sigma_schedule
-from multibeta.models.vae import MultiBetaVAE, build_vae
+from multibeta.models.vae import MultiBetaVAE
 from multibeta.vae.config import VAEConfig
 from multibeta.vae.losses import (
     LossWeighting,
@@ -93,7 +93,7 @@ def test_unknown_schedule_raises() -> None:
 
 # --------------------------------------------------------------------------- model
 def test_beta_and_inverse() -> None:
-    model = build_vae(tiny_cfg(beta_min=0.5, beta_max=50.0), 1)
+    model = MultiBetaVAE(tiny_cfg(beta_min=0.5, beta_max=50.0).vae_arch(1))
     t = torch.tensor([0.0, 0.25, 1.0])
     beta = model.beta(t)
     assert beta[0].item() == pytest.approx(0.5) and beta[-1].item() == pytest.approx(50.0)
@@ -106,7 +106,7 @@ def test_beta_and_inverse() -> None:
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_shapes_and_ranges(channels: int) -> None:
-    model = build_vae(tiny_cfg(), channels)
+    model = MultiBetaVAE(tiny_cfg().vae_arch(channels))
     x = torch.rand(5, channels, 64, 64)
     t = torch.rand(5)
     mu = model.encode(x, t)
@@ -125,7 +125,7 @@ def test_chunked_cpu_inference_matches_one_pass(monkeypatch: pytest.MonkeyPatch)
     from multibeta.models import vae as vae_module
 
     torch.manual_seed(0)
-    model = build_vae(tiny_cfg(), 1).eval()
+    model = MultiBetaVAE(tiny_cfg().vae_arch(1)).eval()
     assert model.encoder.levels[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(11, 1, 64, 64)
     t_rows, t_one = torch.rand(11), torch.tensor([0.3])
@@ -191,7 +191,7 @@ def test_loss_weighting_has_mean_one(name: str) -> None:
 
 def test_objective_matches_hand_computation() -> None:
     cfg = tiny_cfg(loss_weighting="none")
-    model = build_vae(cfg, 1)
+    model = MultiBetaVAE(cfg.vae_arch(1))
     obj = VAEObjective(model, cfg)
     x = (torch.rand(4, 1, 64, 64) > 0.8).float()
     t = torch.tensor([0.0, 0.3, 0.6, 1.0])
@@ -208,12 +208,12 @@ def test_objective_matches_hand_computation() -> None:
 def test_lpips_missing_weights_names_the_key(tmp_path, monkeypatch) -> None:
     cfg = tiny_cfg(reconstruction="l1_lpips", lpips={"weights_path": str(tmp_path / "x.pth")})
     with pytest.raises(WeightsError, match=r"vae\.lpips\.weights_path"):
-        VAEObjective(build_vae(cfg, 3), cfg)
+        VAEObjective(MultiBetaVAE(cfg.vae_arch(3)), cfg)
     # no path and no cached default: training refuses to download and names the key
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     cfg = tiny_cfg(reconstruction="l1_lpips", lpips={"weights_path": None})
     with pytest.raises(WeightsError, match=r"vae\.lpips\.weights_path is null"):
-        VAEObjective(build_vae(cfg, 3), cfg)
+        VAEObjective(MultiBetaVAE(cfg.vae_arch(3)), cfg)
 
 
 def test_lpips_loads_a_local_backbone_and_runs(tmp_path) -> None:
@@ -226,7 +226,7 @@ def test_lpips_loads_a_local_backbone_and_runs(tmp_path) -> None:
     net = load_lpips(path)
     assert torch.equal(net.net.slice1[0].weight, features["0.weight"])
     cfg = tiny_cfg(reconstruction="l1_lpips", lpips={"weights_path": str(path), "weight": 0.5})
-    model = build_vae(cfg, 1)
+    model = MultiBetaVAE(cfg.vae_arch(1))
     obj = VAEObjective(model, cfg)
     terms = obj(model, torch.rand(2, 1, 64, 64), torch.rand(2), torch.randn(2, 3))
     assert set(terms.parts) == {"l1", "lpips"}
@@ -244,16 +244,22 @@ def test_patch_gan_pieces() -> None:
     assert weight.item() == pytest.approx(2.0, rel=1e-3)
 
 
-def test_from_arch_rejects_incomplete_arch() -> None:
+def test_arch_round_trips_and_rejects_an_incomplete_or_foreign_arch() -> None:
+    from multibeta.models.vae import VAEArch
     from multibeta.utils.checkpoint import CheckpointError
 
-    arch = tiny_cfg().arch_dict(1)
-    del arch["latent_dim"]
-    with pytest.raises(CheckpointError, match="latent_dim"):
-        MultiBetaVAE.from_arch(arch)
+    arch = tiny_cfg().vae_arch(1)
+    stored = arch.to_dict()
+    assert stored["channels"] == list(arch.channels)  # plain data, as in checkpoints
+    assert VAEArch.from_dict(stored) == arch
+    del stored["latent_dim"]
+    with pytest.raises(CheckpointError, match=r"m\.pt.*latent_dim.*incompatible version"):
+        VAEArch.from_dict(stored, source="m.pt")
+    with pytest.raises(CheckpointError, match="res_blocks"):
+        VAEArch.from_dict({**arch.to_dict(), "res_blocks": "two"})
 
 
 def test_schedule_values_monotone_inside_model() -> None:
-    model = build_vae(tiny_cfg(sigma_schedule="sinusoidal"), 1)
+    model = MultiBetaVAE(tiny_cfg(sigma_schedule="sinusoidal").vae_arch(1))
     s = model.sigma(torch.linspace(0, 1, 11)).numpy()
     assert np.all(np.diff(s) > 0)

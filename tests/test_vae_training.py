@@ -91,7 +91,7 @@ def test_outputs_depend_on_t(trained) -> None:
 def test_checkpoint_contents_and_csv(trained) -> None:
     ckpt, tmp = trained["ckpt"], trained["dir"]
     assert ckpt["kind"] == "vae" and ckpt["complete"]
-    assert ckpt["arch"] == trained["cfg"].arch_dict(1)
+    assert ckpt["arch"] == trained["cfg"].vae_arch(1).to_dict()
     assert ckpt["config"] == trained["cfg"].to_dict()
     assert ckpt["versions"]["torch"] and "git_commit" in ckpt["versions"]
     assert ckpt["summary"]["steps"] == 250 and ckpt["summary"]["train_images"] == 384
@@ -166,7 +166,7 @@ def test_resume_with_other_architecture_names_the_key(tmp_path) -> None:
     assert done.completed and done.resumed_from == 3
     other = make_cfg(TINY, steps=6, arch={**TINY["arch"], "hidden_dim": 32})
     with pytest.raises(CheckpointMismatchError, match="hidden_dim"):
-        load_vae(tmp_path / "m.pt", arch=other.arch_dict(1))
+        load_vae(tmp_path / "m.pt", arch=other.vae_arch(1))
 
 
 class NaNAfter(TensorSource):
@@ -218,7 +218,7 @@ def test_fixed_beta_mode_trains_a_plain_beta_vae(tmp_path) -> None:
     assert np.isfinite(ckpt["summary"]["final"]["loss"])
     multi = make_cfg(TINY, steps=6, beta_min=0.5, beta_max=50.0)
     with pytest.raises(CheckpointMismatchError, match="fixed_beta"):
-        load_vae(tmp_path / "m.pt", arch=multi.arch_dict(1))
+        load_vae(tmp_path / "m.pt", arch=multi.vae_arch(1))
 
 
 def test_trains_from_a_dataset_file(tmp_path) -> None:

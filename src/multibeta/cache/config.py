@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from multibeta.core.config import from_section, to_dict
 from multibeta.core.levels import level_grid
 
 DeltaMethod = Literal["finite_difference", "jvp"]
@@ -26,16 +27,7 @@ class CacheConfig:
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> CacheConfig:
         """Build from a validated, fully defaulted ``cache`` section."""
-        levels = section["levels"]
-        levels = tuple(float(v) for v in levels) if isinstance(levels, list) else int(levels)
-        return cls(
-            levels=levels,
-            spacing=section["spacing"],
-            dtype=section["dtype"],
-            delta=section["delta"],
-            batch_size=int(section["batch_size"]),
-            schedule_points=int(section["schedule_points"]),
-        )
+        return from_section(cls, section, "cache")
 
     def grid(self) -> np.ndarray:
         """The level times ``[K]`` (float64), t_0 = 0, t_{K-1} = 1."""
@@ -43,7 +35,5 @@ class CacheConfig:
         return level_grid(levels, self.spacing)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if isinstance(self.levels, tuple):
-            d["levels"] = list(self.levels)
-        return d
+        """The section as plain JSON-able data (tuples as lists)."""
+        return to_dict(self)

@@ -86,7 +86,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(f"invalid config at '{where}': expected {len(args)} values, got {value!r}")
-        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if dataclasses.is_dataclass(hint):
         return from_section(hint, value, where)
     if hint is bool:

@@ -7,10 +7,12 @@ validated section (tests: ``section_defaults("metrics", overrides)``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+
+from multibeta.core.config import from_section, to_dict
 
 FeatureSpaceName = Literal["inception", "factor_classifier"]
 DciEstimator = Literal["gbt", "random_forest", "logistic"]
@@ -126,35 +128,11 @@ class MetricsConfig:
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> "MetricsConfig":
         """Build from a validated, fully defaulted ``metrics`` section."""
-        gen = dict(section["generation"])
-        gen["feature_spaces"] = tuple(gen["feature_spaces"])
-        levels = section["levels"]
-        return cls(
-            seed=int(section["seed"]),
-            levels=None if levels is None else tuple(float(v) for v in levels),
-            rotations=tuple(section["rotations"]),
-            primary_basis=str(section["primary_basis"]),
-            weights_dir=str(section["weights_dir"]),
-            inception_weights=section["inception_weights"],
-            lpips_weights=section["lpips_weights"],
-            download_timeout_s=float(section["download_timeout_s"]),
-            generation=GenerationConfig(**gen),
-            factor_classifier=FactorClassifierConfig(**section["factor_classifier"]),
-            reconstruction=ReconstructionConfig(**section["reconstruction"]),
-            mig=MigConfig(**section["mig"]),
-            dci=DciConfig(**section["dci"]),
-            factorvae=FactorVaeConfig(**section["factorvae"]),
-            sap=SapConfig(**section["sap"]),
-            tad=TadConfig(**section["tad"]),
-        )
+        return from_section(cls, section, "metrics")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (tuples as lists), e.g. to record with results."""
-        d = asdict(self)
-        d["levels"] = None if self.levels is None else list(self.levels)
-        d["rotations"] = list(self.rotations)
-        d["generation"]["feature_spaces"] = list(self.generation.feature_spaces)
-        return d
+        return to_dict(self)
 
 
 def select_levels(cached_t: np.ndarray, levels: tuple[float, ...] | None) -> np.ndarray:

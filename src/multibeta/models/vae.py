@@ -18,18 +18,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from multibeta.core.config import ConfigError, from_section, to_dict
 from multibeta.models.embedding import FiLM, FourierTimeEmbedding
-from multibeta.models.schedules import SigmaSchedule, build_sigma_schedule
+from multibeta.models.schedules import build_sigma_schedule
 from multibeta.utils.checkpoint import CheckpointError, load_checkpoint
-
-if TYPE_CHECKING:
-    from multibeta.vae.config import VAEConfig
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +43,52 @@ CONV_FORMAT = torch.channels_last
 #: rows were equally fast on a 2-core CPU, 256 rows 2.3x slower.
 ENCODE_CPU_ROWS = 64
 
-#: Keys of a checkpoint's ``arch`` dict that :func:`MultiBetaVAE.from_arch` needs.
-ARCH_KEYS = (
-    "image_channels", "latent_dim", "beta_min", "beta_max", "fixed_beta", "sigma_schedule",
-    "sigma_min", "sigma_max", "channels", "hidden_dim", "res_blocks", "time_frequencies",
-    "time_max_frequency", "time_embed_dim", "sigma_hidden",
-)
+@dataclass(frozen=True)
+class VAEArch:
+    """Everything that defines a :class:`MultiBetaVAE`: its network sizes and what t means.
+
+    Stored in every VAE checkpoint as ``arch`` (:meth:`to_dict`); a checkpoint is loaded only
+    into the architecture it records. The β range, the σ schedule and ``fixed_beta`` belong
+    here because they define the map t -> (β, σ_t): a baseline must not pass for the multi-β
+    model. Built from the config by ``multibeta.vae.config.VAEConfig.vae_arch``.
+    """
+
+    image_channels: int
+    latent_dim: int
+    beta_min: float
+    beta_max: float
+    fixed_beta: float | None
+    sigma_schedule: str
+    sigma_min: float
+    sigma_max: float
+    channels: tuple[int, ...]
+    hidden_dim: int
+    res_blocks: int
+    time_frequencies: int
+    time_max_frequency: float
+    time_embed_dim: int
+    sigma_hidden: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The architecture as plain data (tuples as lists), as stored in checkpoints."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, arch: dict[str, Any], source: str = "checkpoint") -> "VAEArch":
+        """Read a checkpoint's ``arch`` dict.
+
+        Raises:
+            CheckpointError: keys missing or unknown, or values of the wrong type: the file
+                was written by another version of multibeta (the message names ``source``).
+        """
+        try:
+            return from_section(cls, dict(arch), "arch")
+        except ConfigError as exc:
+            raise CheckpointError(
+                f"{source}: the VAE architecture it records does not match this version of "
+                f"multibeta ({exc}); it was written by an incompatible version. Retrain the VAE "
+                "(delete the file and rerun the rule that writes it)."
+            ) from exc
 
 
 class ResBlock(nn.Module):
@@ -151,56 +190,38 @@ class Decoder(nn.Module):
 class MultiBetaVAE(nn.Module):
     """β-conditioned VAE with posterior N(μ_t(x), σ_t² I) and β(t) log-linear in t.
 
-    Build with :func:`build_vae` (from a config) or :meth:`from_arch` (from a checkpoint's
-    ``arch`` dict); load trained weights with :func:`load_vae`.
+    Build from a :class:`VAEArch` (``VAEConfig.vae_arch(channels)`` for a config,
+    ``VAEArch.from_dict`` for a checkpoint's ``arch``); load trained weights with
+    :func:`load_vae`.
     """
 
-    def __init__(self, *, image_channels: int, latent_dim: int, beta_min: float, beta_max: float,
-                 sigma_schedule: SigmaSchedule, channels: tuple[int, ...], hidden_dim: int,
-                 res_blocks: int, time_frequencies: int, time_max_frequency: float,
-                 time_embed_dim: int, fixed_beta: float | None = None) -> None:
+    def __init__(self, arch: VAEArch) -> None:
         super().__init__()
-        if not 0.0 < beta_min < beta_max:
-            raise ValueError(f"need 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
-        if not 1 <= len(channels) <= 6:
+        if not 0.0 < arch.beta_min < arch.beta_max:
+            raise ValueError(f"need 0 < beta_min < beta_max, got {arch.beta_min}, {arch.beta_max}")
+        if not 1 <= len(arch.channels) <= 6:
             raise ValueError("channels must have 1 to 6 levels (64 -> 64 / 2^L)")
-        self.image_channels = image_channels
-        self.latent_dim = latent_dim
-        self.beta_min = float(beta_min)
-        self.beta_max = float(beta_max)
-        self.log_beta_ratio = math.log(beta_max / beta_min)
-        self.fixed_beta = fixed_beta
-        self.schedule = sigma_schedule
+        self.arch = arch
+        self.image_channels = arch.image_channels
+        self.latent_dim = arch.latent_dim
+        self.beta_min = float(arch.beta_min)
+        self.beta_max = float(arch.beta_max)
+        self.log_beta_ratio = math.log(arch.beta_max / arch.beta_min)
+        self.fixed_beta = arch.fixed_beta
+        self.schedule = build_sigma_schedule(arch.sigma_schedule, sigma_min=arch.sigma_min,
+                                             sigma_max=arch.sigma_max, hidden=arch.sigma_hidden)
 
         def embed() -> FourierTimeEmbedding:
-            return FourierTimeEmbedding(num_frequencies=time_frequencies,
-                                        max_frequency=time_max_frequency, dim=time_embed_dim)
+            return FourierTimeEmbedding(num_frequencies=arch.time_frequencies,
+                                        max_frequency=arch.time_max_frequency,
+                                        dim=arch.time_embed_dim)
 
-        common = dict(image_channels=image_channels, latent_dim=latent_dim, channels=channels,
-                      hidden_dim=hidden_dim, res_blocks=res_blocks)
+        common = dict(image_channels=arch.image_channels, latent_dim=arch.latent_dim,
+                      channels=arch.channels, hidden_dim=arch.hidden_dim,
+                      res_blocks=arch.res_blocks)
         self.encoder = Encoder(**common, embed=embed())
         self.decoder = Decoder(**common, embed=embed())
-        self.arch: dict[str, Any] = {}
-
-    @classmethod
-    def from_arch(cls, arch: dict[str, Any]) -> "MultiBetaVAE":
-        """Build an untrained model from a checkpoint's ``arch`` dict."""
-        missing = [k for k in ARCH_KEYS if k not in arch]
-        if missing:
-            raise CheckpointError(f"VAE checkpoint arch lacks keys {missing}; it was written by "
-                                  "an incompatible version. Retrain the VAE.")
-        schedule = build_sigma_schedule(arch["sigma_schedule"], sigma_min=arch["sigma_min"],
-                                        sigma_max=arch["sigma_max"], hidden=arch["sigma_hidden"])
-        model = cls(
-            image_channels=arch["image_channels"], latent_dim=arch["latent_dim"],
-            beta_min=arch["beta_min"], beta_max=arch["beta_max"], sigma_schedule=schedule,
-            channels=tuple(arch["channels"]), hidden_dim=arch["hidden_dim"],
-            res_blocks=arch["res_blocks"], time_frequencies=arch["time_frequencies"],
-            time_max_frequency=arch["time_max_frequency"], time_embed_dim=arch["time_embed_dim"],
-            fixed_beta=arch["fixed_beta"],
-        )
-        model.arch = dict(arch)
-        return model.to(memory_format=CONV_FORMAT)
+        self.to(memory_format=CONV_FORMAT)
 
     # --- β and σ ------------------------------------------------------------------------
     def beta(self, t: torch.Tensor) -> torch.Tensor:
@@ -269,16 +290,11 @@ class MultiBetaVAE(nn.Module):
         return mu, sigma, self.decode(z, t)
 
 
-def build_vae(cfg: "VAEConfig", channels: int) -> MultiBetaVAE:
-    """An untrained :class:`MultiBetaVAE` for ``channels``-channel images from ``cfg``."""
-    return MultiBetaVAE.from_arch(cfg.arch_dict(channels))
-
-
 def load_vae(
     path: str | os.PathLike,
     map_location: str | torch.device = "cpu",
     *,
-    arch: dict[str, Any] | None = None,
+    arch: VAEArch | None = None,
     use_ema: bool = True,
 ) -> tuple[MultiBetaVAE, dict[str, Any]]:
     """Load a trained VAE (eval mode) and its checkpoint dict.
@@ -286,15 +302,16 @@ def load_vae(
     Args:
         path: a ``kind="vae"`` checkpoint written by :func:`multibeta.vae.trainer.train_vae`.
         map_location: device for the tensors.
-        arch: expected architecture (``VAEConfig.arch_dict(channels)``); None accepts any.
+        arch: expected architecture (``VAEConfig.vae_arch(channels)``); None accepts any.
         use_ema: take the EMA weights when the checkpoint has them.
 
     Raises:
         CheckpointError: missing/corrupt file, wrong kind, or weights that do not fit.
         CheckpointMismatchError: ``arch`` given and different (the message names the keys).
     """
-    state = load_checkpoint(path, kind="vae", arch=arch, map_location=map_location)
-    model = MultiBetaVAE.from_arch(state["arch"])
+    expected = None if arch is None else arch.to_dict()
+    state = load_checkpoint(path, kind="vae", arch=expected, map_location=map_location)
+    model = MultiBetaVAE(VAEArch.from_dict(state.get("arch", {}), source=str(path)))
     weights = state.get("ema") if use_ema and state.get("ema") is not None else state.get("model")
     if weights is None:
         raise CheckpointError(f"{path} holds no model weights; retrain the VAE.")

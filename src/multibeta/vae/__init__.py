@@ -6,7 +6,7 @@
 - :mod:`multibeta.vae.evaluation`: KL per dimension and reconstruction error against β.
 - :mod:`multibeta.vae.plots`: the Stage 1 diagnostic figures.
 
-The network itself is :class:`multibeta.models.vae.MultiBetaVAE` (``build_vae``, ``load_vae``).
+The network itself is :class:`multibeta.models.vae.MultiBetaVAE` (``load_vae``; its architecture is ``models.vae.VAEArch``).
 """
 
 from multibeta.vae.config import VAEConfig

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from multibeta.models.vae import MultiBetaVAE, build_vae
+from multibeta.models.vae import MultiBetaVAE
 from multibeta.utils.checkpoint import (
     CheckpointMismatchError, diff_configs, load_checkpoint, save_checkpoint,
 )
@@ -199,8 +199,8 @@ class VAETrainer:
         self.progress = progress
 
         seed_everything(cfg.seed)
-        self.arch = cfg.arch_dict(source.channels)
-        self.model: MultiBetaVAE = build_vae(cfg, source.channels).to(self.device)
+        self.arch = cfg.vae_arch(source.channels)
+        self.model: MultiBetaVAE = MultiBetaVAE(self.arch).to(self.device)
         self.objective = VAEObjective(self.model, cfg).to(self.device)
         self.fixed_t = self.model.fixed_t
         decay, no_decay = [], []
@@ -373,7 +373,7 @@ class VAETrainer:
     def _base_state(self) -> dict[str, Any]:
         return {
             "kind": "vae",
-            "arch": self.arch,
+            "arch": self.arch.to_dict(),
             "config": self.cfg.to_dict(),
             "versions": collect_versions(),
             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
@@ -411,7 +411,7 @@ class VAETrainer:
 
     def load_partial(self) -> int:
         """Restore the state from ``state_path``; returns the step resumed from."""
-        state = load_checkpoint(self.state_path, kind="vae", arch=self.arch, map_location="cpu")
+        state = load_checkpoint(self.state_path, kind="vae", arch=self.arch.to_dict(), map_location="cpu")
         self.check_config(state, self.state_path)
         ts = state["train_state"]
         self.model.load_state_dict(state["model"])
@@ -473,7 +473,7 @@ class VAETrainer:
         """Train (resuming if a partial state exists) until ``vae.steps`` or ``stop_at``."""
         cfg = self.cfg
         if self.checkpoint_path.exists():
-            state = load_checkpoint(self.checkpoint_path, kind="vae", arch=self.arch)
+            state = load_checkpoint(self.checkpoint_path, kind="vae", arch=self.arch.to_dict())
             self.check_config(state, self.checkpoint_path)
             if state.get("complete"):
                 logger.info("%s is already trained (%d steps); nothing to do",
