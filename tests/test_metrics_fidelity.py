@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from multibeta.metrics import fetch
+from multibeta.models import pretrained as fetch
 from multibeta.metrics.config import MetricsConfig
 from multibeta.metrics.factor_classifier import (
     EXTRACTOR_NAME,
@@ -24,7 +24,7 @@ from multibeta.metrics.factor_classifier import (
     register_factor_classifier_extractor,
     train_factor_classifier,
 )
-from multibeta.metrics.fetch import WeightsError, download, fetch_weights, resolve_weights
+from multibeta.models.pretrained import WeightsError, download, fetch_weights, resolve_weights
 from multibeta.metrics.fidelity import (
     ReferenceMismatchError,
     compute_fidelity,

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from multibeta.metrics import fetch
-from multibeta.metrics.fetch import WeightsError
-from multibeta.metrics.reconstruction import PSNR_CAP_DB, compute_reconstruction, load_lpips, wants_lpips
+from multibeta.models import pretrained as fetch
+from multibeta.models.pretrained import WeightsError
+from multibeta.metrics.reconstruction import PSNR_CAP_DB, compute_reconstruction, wants_lpips
+from multibeta.models.lpips import load_lpips
 from multibeta.utils.io import file_sha256
 
 

@@ -21,8 +21,8 @@ from multibeta.vae.losses import (
     hinge_d_loss,
     kl_per_dim,
 )
-from multibeta.metrics.fetch import WeightsError
-from multibeta.metrics.reconstruction import load_lpips
+from multibeta.models.pretrained import WeightsError
+from multibeta.models.lpips import load_lpips
 from multibeta.workflow.config import ConfigError, section_defaults
 
 TINY = {"latent_dim": 3, "arch": {"channels": [4, 8], "hidden_dim": 16, "time_embed_dim": 8,

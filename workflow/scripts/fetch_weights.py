@@ -3,7 +3,7 @@
 import logging
 from pathlib import Path
 
-from multibeta.metrics.fetch import fetch_weights
+from multibeta.models.pretrained import fetch_weights
 from multibeta.utils.io import write_json
 from multibeta.utils.logs import setup_logging
 

@@ -9,7 +9,7 @@
 - Generation: :mod:`.fidelity` (``compute_fidelity``: FID/KID via torch-fidelity in the
   Inception or the :mod:`.factor_classifier` feature space, cached reference features).
 - Reconstruction: :mod:`.reconstruction` (``compute_reconstruction``: MSE, PSNR, LPIPS).
-- Pretrained weights: :mod:`.fetch` (``fetch_weights``, ``resolve_weights``).
+- Pretrained weights: :mod:`multibeta.models.pretrained` (``fetch_weights``, ``resolve_weights``).
 - Image inputs (arrays, tensors, ``ImageDataset``): :mod:`.images`.
 - Options: :mod:`.config` (``MetricsConfig.from_section``).
 

@@ -13,7 +13,7 @@ Both are computed by torch-fidelity (Obukhov et al.), in one of two feature spac
 - ``inception``: torch-fidelity's ``inception-v3-compat`` (TF 2015-12-05 Inception-v3,
   2048-d pool features, images resized to 299 inside; 1-channel images repeated to 3).
   Weights from ``metrics.inception_weights`` or torch.hub's cache
-  (:func:`multibeta.metrics.fetch.resolve_weights`); missing offline -> one error naming
+  (:func:`multibeta.models.pretrained.resolve_weights`); missing offline -> one error naming
   the key and rule ``fetch_weights``.
 - ``factor_classifier``: the penultimate layer of the pipeline's factor classifier
   (:mod:`multibeta.metrics.factor_classifier`), registered as a torch-fidelity extractor;
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from multibeta.metrics.config import GenerationConfig, MetricsConfig
-from multibeta.metrics.fetch import resolve_weights
+from multibeta.models.pretrained import resolve_weights
 from multibeta.metrics.images import ImageSource, SubsetImages, TorchFidelityImages, as_image_source
 from multibeta.metrics.utils import Timer
 from multibeta.utils.device import Runtime
@@ -92,7 +92,7 @@ def inception_feature_space(
     """torch-fidelity's Inception-v3 with weights from ``metrics.inception_weights``.
 
     Raises:
-        multibeta.metrics.fetch.WeightsError: no local file and no download possible; names
+        multibeta.models.pretrained.WeightsError: no local file and no download possible; names
             ``metrics.inception_weights`` and rule ``fetch_weights``.
     """
     path = resolve_weights("inception", weights_path, timeout_s=timeout_s, allow_download=allow_download)

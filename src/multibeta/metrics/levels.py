@@ -24,7 +24,8 @@ from multibeta.metrics.config import MetricsConfig, select_levels
 from multibeta.metrics.dci import compute_dci
 from multibeta.metrics.disentanglement import compute_disentanglement
 from multibeta.metrics.render_consistency import score_images
-from multibeta.metrics.reconstruction import compute_reconstruction, load_lpips, wants_lpips
+from multibeta.metrics.reconstruction import compute_reconstruction, wants_lpips
+from multibeta.models.lpips import load_lpips
 from multibeta.sampling.edit import encode_images
 from multibeta.sampling.samplers import decode_latents
 from multibeta.utils.bases import fit_basis

@@ -159,7 +159,7 @@ class VAEObjective(nn.Module):
         self.lpips_weight = cfg.lpips.weight if cfg.reconstruction == "l1_lpips" else 0.0
         self.lpips = None
         if self.lpips_weight > 0:
-            from multibeta.metrics.reconstruction import load_lpips  # lpips is imported on use
+            from multibeta.models.lpips import load_lpips  # lpips is imported on use
 
             # training never downloads: a missing file is one clear error naming the key
             self.lpips = load_lpips(cfg.lpips.weights_path, allow_download=False,

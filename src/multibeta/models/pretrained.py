@@ -1,4 +1,4 @@
-"""Pretrained weights of the metrics: where they come from, fetching them, finding them offline.
+"""Pretrained weights (Inception for FID/KID, AlexNet for LPIPS): sources, fetching, finding them offline.
 
 Every pretrained file a metric can use is listed in :data:`PRETRAINED_FILES` with its
 download URLs and the SHA-256 prefix that its file name carries (the torch.hub
