@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from multibeta.cache import CacheConfig, CacheError, LatentCache, VAEMismatchError, build_cache
-from multibeta.cache.delta import finite_difference_delta, jvp_delta, level_grid
+from multibeta.cache.delta import finite_difference_delta, jvp_delta
+from multibeta.core.levels import level_grid
 from multibeta.utils.device import Runtime
 from multibeta.workflow.config import section_defaults
 
@@ -305,6 +306,8 @@ def test_a_damaged_chunk_read_names_the_file_and_the_rule(tmp_path: Path, monkey
     cache = LatentCache(make_cache(tmp_path / "latents.h5"), in_memory=False)
 
     class DamagedDataset:
+        name = "/mu"
+
         def __getitem__(self, selection):
             raise OSError("Can't synchronously read data (inflate() failed)")
 
