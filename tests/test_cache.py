@@ -306,6 +306,8 @@ def test_a_damaged_chunk_read_names_the_file_and_the_rule(tmp_path: Path, monkey
     cache = LatentCache(make_cache(tmp_path / "latents.h5"), in_memory=False)
 
     class DamagedDataset:
+        name = "/mu"
+
         def __getitem__(self, selection):
             raise OSError("Can't synchronously read data (inflate() failed)")
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -31,8 +30,9 @@ from multibeta.cache.config import CacheConfig
 from multibeta.cache.delta import Encoder, jvp_delta
 from multibeta.core.interpolation import interpolate_levels, segment, segment_slope
 from multibeta.core.schedules import SigmaTable
+from multibeta.data.hdf5 import H5File, H5FileKind, PerProcessFile, create_h5, read_dataset
 from multibeta.utils.device import Runtime
-from multibeta.utils.io import atomic_path, canonical_json, file_sha256
+from multibeta.utils.io import canonical_json, file_sha256
 from multibeta.utils.versions import collect_versions
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,12 @@ class CacheError(RuntimeError):
 
 class VAEMismatchError(CacheError):
     """The cache (or a model trained on it) was built from a different VAE checkpoint."""
+
+
+CACHE_FILE = H5FileKind(
+    "latent cache", made_by="Run the rule cache_latents to build it.", fix=_FIX,
+    error=CacheError, missing_error=CacheError,
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -163,7 +169,7 @@ def build_cache(
             cfg.dtype,
             out_path,
         )
-        with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
+        with create_h5(out_path) as f:
             index = np.full(num_items, -1, dtype=np.int64)
             pos = 0
             mu_ds = delta_ds = None
@@ -324,17 +330,9 @@ class LatentCache:
         max_memory_bytes: int = 4 << 30,
     ) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise CacheError(
-                f"latent cache not found: {self.path}. Run the rule cache_latents to build it."
-            )
-        self._file: h5py.File | None = None
-        self._pid = -1
+        self._file = PerProcessFile(self.path, CACHE_FILE, required=_REQUIRED)
         try:
             f = self._h5()
-            missing = [key for key in _REQUIRED if key not in f]
-            if missing:
-                raise CacheError(f"latent cache {self.path} lacks {missing}. {_FIX}")
             self.t = np.asarray(f["t"][...], dtype=np.float64)
             self.sigma = np.asarray(f["sigma"][...], dtype=np.float64)
             self.beta = np.asarray(f["beta"][...], dtype=np.float64)
@@ -382,36 +380,18 @@ class LatentCache:
 
     # -- file handling --------------------------------------------------------------------
 
-    def _h5(self) -> h5py.File:
-        if self._file is None or self._pid != os.getpid():
-            try:
-                self._file = h5py.File(self.path, "r")
-            except OSError as exc:
-                raise CacheError(
-                    f"latent cache {self.path} is unreadable or corrupt ({exc}). {_FIX}"
-                ) from exc
-            self._pid = os.getpid()
-        return self._file
+    def _h5(self) -> H5File:
+        """This process's read handle (reopened after fork or unpickling)."""
+        return self._file.get()
 
     def _read(self, name: str, selection: Any) -> np.ndarray:
         """``file[name][selection]`` as float32; a damaged chunk raises a CacheError naming the fix."""
-        try:
-            return np.asarray(self._h5()[name][selection], dtype=np.float32)
-        except OSError as exc:
-            raise CacheError(
-                f"latent cache {self.path}: cannot read {name} ({exc}); the file is damaged. {_FIX}"
-            ) from exc
+        data = read_dataset(self._h5()[name], selection, kind=CACHE_FILE, path=self.path)
+        return np.asarray(data, dtype=np.float32)
 
     def close(self) -> None:
         """Close the file handle (in-memory data stays usable)."""
-        if self._file is not None and self._pid == os.getpid():
-            self._file.close()
-        self._file = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_file"] = None
-        return state
+        self._file.close()
 
     @property
     def in_memory(self) -> bool:

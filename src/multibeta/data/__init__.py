@@ -4,6 +4,10 @@
   original npz loader (``load_dsprites_npz``).
 - :mod:`multibeta.data.h5io`: the dataset file (``write_image_dataset``, ``read_images``,
   ``read_metadata``, ``ImageDataset``, ``DatasetArrays``).
+- :mod:`multibeta.data.hdf5`: every HDF5 file of the package is opened here (``create_h5``
+  atomic writing, ``open_h5`` / ``read_dataset`` with errors naming the file and its rule,
+  ``PerProcessFile`` fork-safe read handle).
+- :mod:`multibeta.data.sources`: ``ImageSource``, the one protocol for a source of images.
 - :mod:`multibeta.data.prepare`: rule prepare_data (``prepare_dataset``).
 - :mod:`multibeta.data.celeba`: CelebA preprocessing (``prepare_celeba``).
 

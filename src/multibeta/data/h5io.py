@@ -11,7 +11,8 @@ Layout (see ``docs/ARCHITECTURE.md``):
 - file attrs ``dataset``, ``generator_version``, ``seed``, ``created_with`` (JSON).
 
 Files are written deterministically (no timestamps, fixed compression), so the same
-inputs give byte-identical files. This module is the only one that touches this file.
+inputs give byte-identical files. This module is the only one that touches this file (through
+:mod:`multibeta.data.hdf5`, like every HDF5 file of the package).
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from multibeta.utils.io import atomic_path, canonical_json
+from multibeta.data.hdf5 import (
+    STRING_DTYPE, H5Dataset, H5File, H5FileKind, PerProcessFile, create_h5, open_h5, read_dataset,
+)
+from multibeta.utils.io import canonical_json
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ _MAKER = (
     "It is written by the prepare_data rule (snakemake ... prepare_data) from the config's "
     "data section."
 )
+_REQUIRED = ("images", "split")
 _READ_BLOCK_ROWS = 16 * CHUNK_ROWS
 _CHUNK_CACHE_BYTES = 64 << 20
 
@@ -63,6 +67,13 @@ def _as_int_array(index: IndexLike) -> np.ndarray:
 
 class DatasetFileError(ValueError):
     """The file exists but is not an image dataset file (message names path and fix)."""
+
+
+DATASET_FILE = H5FileKind(
+    "image dataset", made_by=_MAKER, error=DatasetFileError,
+    fix="Delete it and rerun the prepare_data rule (snakemake ... prepare_data), which rebuilds "
+        "it from the config's data section.",
+)
 
 
 @dataclass
@@ -183,7 +194,7 @@ def write_image_dataset(
 
     common = {"track_times": False}
     labels = {"compression": COMPRESSION, "compression_opts": GZIP_LEVEL, **common} if n else common
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=False) as h5:
+    with create_h5(path, track_order=False) as h5:
         dset = h5.create_dataset(
             "images", shape=images.shape, dtype=np.uint8,
             chunks=(max(1, min(n, CHUNK_ROWS)), channels, IMAGE_SIZE, IMAGE_SIZE),
@@ -203,43 +214,23 @@ def write_image_dataset(
             h5.attrs["attribute_names"] = json.dumps(list(attribute_names))
         if filenames is not None:
             h5.create_dataset("filenames", data=list(filenames),
-                              dtype=h5py.string_dtype("utf-8"), **common)
+                              dtype=STRING_DTYPE, **common)
         for key in sorted(attrs):
             h5.attrs[key] = _attr_value(attrs[key])
     logger.info("wrote %d images [%d, %d, 64, 64] to %s", n, n, channels, path)
 
 
-def _open(path: str | os.PathLike, **kwargs: Any) -> h5py.File:
+def _open(path: str | os.PathLike, **kwargs: Any) -> H5File:
     """Open a dataset file for reading, with errors that name the path and the fix."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image dataset not found: {path}. {_MAKER}")
-    try:
-        h5 = h5py.File(path, "r", **kwargs)
-    except OSError as err:
-        raise DatasetFileError(f"{path} is not a readable HDF5 file ({err}). Delete it and rerun "
-                               f"prepare_data. {_MAKER}") from err
-    if "images" not in h5 or "split" not in h5:
-        h5.close()
-        raise DatasetFileError(
-            f"{path} is not an image dataset file (it lacks 'images' or 'split'). {_MAKER}"
-        )
-    return h5
+    return open_h5(path, DATASET_FILE, required=_REQUIRED, **kwargs)
 
 
-def _read(dset: h5py.Dataset, selection: Any = Ellipsis) -> np.ndarray:
+def _read(dset: H5Dataset, selection: Any = Ellipsis) -> np.ndarray:
     """``dset[selection]``; a corrupt chunk becomes an error naming the file and the fix."""
-    try:
-        return dset[selection]
-    except OSError as err:
-        path = dset.file.filename
-        raise DatasetFileError(
-            f"{path}: cannot read {dset.name} ({err}); the file is damaged. Delete it and rerun "
-            f"the prepare_data rule, which rebuilds it. {_MAKER}"
-        ) from err
+    return read_dataset(dset, selection, kind=DATASET_FILE)
 
 
-def _json_attr(h5: h5py.File, key: str) -> Any:
+def _json_attr(h5: H5File, key: str) -> Any:
     if key not in h5.attrs:
         return None
     value = h5.attrs[key]
@@ -281,7 +272,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         }
 
 
-def _read_rows(dset: h5py.Dataset, rows: np.ndarray, progress: bool = False) -> np.ndarray:
+def _read_rows(dset: H5Dataset, rows: np.ndarray, progress: bool = False) -> np.ndarray:
     """Read ``dset[rows]`` for any int rows (any order, repeats allowed).
 
     Rows are read in runs of whole chunks, so each needed chunk is decompressed once.
@@ -395,8 +386,8 @@ class ImageDataset(Dataset):
         nbytes = len(rows) * self.channels * IMAGE_SIZE * IMAGE_SIZE
         self.in_memory = nbytes <= max_memory_bytes
         self._images: np.ndarray | None = None
-        self._h5: h5py.File | None = None
-        self._h5_pid: int | None = None
+        self._handle = PerProcessFile(self.path, DATASET_FILE, required=_REQUIRED,
+                                      rdcc_nbytes=_CHUNK_CACHE_BYTES, rdcc_nslots=10007)
         self._labels: dict[str, np.ndarray] = {}
         if self.in_memory:
             with _open(self.path) as h5:
@@ -407,31 +398,16 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_h5"] = None
-        state["_h5_pid"] = None
-        return state
-
-    def _file(self) -> h5py.File:
-        """The file handle of this process (reopened after fork or unpickling)."""
-        if self._h5 is None or self._h5_pid != os.getpid():
-            self._h5 = _open(self.path, rdcc_nbytes=_CHUNK_CACHE_BYTES, rdcc_nslots=10007)
-            self._h5_pid = os.getpid()
-        return self._h5
-
     def close(self) -> None:
         """Close this process's file handle, if open."""
-        if self._h5 is not None and self._h5_pid == os.getpid():
-            self._h5.close()
-        self._h5 = None
+        self._handle.close()
 
     def uint8_batch(self, positions: IndexLike) -> np.ndarray:
         """Images at dataset positions (0 .. len-1): uint8 [B, C, 64, 64]."""
         pos = _as_int_array(positions)
         if self._images is not None:
             return self._images[pos]
-        return _read_rows(self._file()["images"], self.rows[pos])
+        return _read_rows(self._handle.get()["images"], self.rows[pos])
 
     def tensor_batch(
         self, positions: IndexLike, device: torch.device | str | None = None
@@ -445,12 +421,17 @@ class ImageDataset(Dataset):
             batch = batch.to(device, non_blocking=True)
         return batch.to(torch.float32).div_(255.0)
 
+    def batch(self, positions: IndexLike) -> torch.Tensor:
+        """Images at dataset positions as float32 [B, C, 64, 64] in [0, 1], on the CPU
+        (:class:`multibeta.data.sources.ImageSource`)."""
+        return self.tensor_batch(positions)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         row = int(self.rows[i])
         if self._images is not None:
             image = self._images[i]
         else:
-            image = _read(self._file()["images"], row)
+            image = _read(self._handle.get()["images"], row)
         return torch.from_numpy(image.astype(np.float32) / 255.0), row
 
     # --- labels, indexed by file row -------------------------------------------------

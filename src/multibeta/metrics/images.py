@@ -1,27 +1,23 @@
-"""Image inputs of the image metrics: arrays, tensors or an ``ImageDataset``, read as uint8 batches.
+"""Image inputs of the image metrics: arrays, tensors or an image source, read as uint8 batches.
 
-An *image source* is anything with ``len()`` and ``uint8_batch(positions) -> uint8
-[B, C, H, W]`` (``multibeta.data.h5io.ImageDataset`` is one). :func:`as_image_source`
-wraps numpy arrays and torch tensors (uint8 0..255, or float in [0, 1], rounded to uint8)
-so every metric reads images the same way.
+An *image source* is :class:`multibeta.data.sources.ImageSource` (``ImageDataset`` is one).
+:func:`as_image_source` wraps numpy arrays and torch tensors (uint8 0..255, or float in
+[0, 1], rounded to uint8) and returns sources with ``uint8_batch(positions) -> uint8
+[B, C, H, W]``, so every metric reads images the same way.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from multibeta.data.sources import ImageSource, quantise, uint8_batch
 
-@runtime_checkable
-class ImageSource(Protocol):
-    """Random access to uint8 images [C, H, W] by position."""
-
-    def __len__(self) -> int: ...
-
-    def uint8_batch(self, positions: Sequence[int] | np.ndarray) -> np.ndarray: ...
+__all__ = ["ArrayImages", "ImageSource", "SubsetImages", "TorchFidelityImages", "as_image_source",
+           "channels_of"]
 
 
 class ArrayImages:
@@ -41,7 +37,7 @@ class ArrayImages:
         if images.dtype != np.uint8:
             if images.size and (images.min() < -1e-6 or images.max() > 1 + 1e-6):
                 raise ValueError("float images must be in [0, 1]")
-            images = np.clip(np.rint(images.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+            images = quantise(images)
         self.images = images
         self.channels = images.shape[1]
 
@@ -49,7 +45,12 @@ class ArrayImages:
         return len(self.images)
 
     def uint8_batch(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """uint8 [B, C, H, W] at ``positions``."""
         return self.images[np.asarray(positions, dtype=np.int64)]
+
+    def batch(self, positions: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """float32 [B, C, H, W] in [0, 1] at ``positions``."""
+        return torch.from_numpy(self.uint8_batch(positions)).to(torch.float32).div_(255.0)
 
 
 class SubsetImages:
@@ -64,27 +65,31 @@ class SubsetImages:
         return len(self.positions)
 
     def uint8_batch(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
-        return self.source.uint8_batch(self.positions[np.asarray(positions, dtype=np.int64)])
+        """uint8 [B, C, H, W] at ``positions`` of this subset."""
+        return uint8_batch(self.source, self.positions[np.asarray(positions, dtype=np.int64)])
+
+    def batch(self, positions: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """float32 [B, C, H, W] in [0, 1] at ``positions`` of this subset."""
+        return self.source.batch(self.positions[np.asarray(positions, dtype=np.int64)])
 
 
 def as_image_source(images: ImageSource | np.ndarray | torch.Tensor) -> ImageSource:
-    """Wrap arrays/tensors in :class:`ArrayImages`; pass image sources through."""
+    """An image source with ``uint8_batch``: arrays/tensors wrapped in :class:`ArrayImages`,
+    sources with ``uint8_batch`` (``ImageDataset``) as they are, float-only sources as a
+    :class:`SubsetImages` of all their positions (rounded to uint8)."""
     if isinstance(images, (np.ndarray, torch.Tensor)):
         return ArrayImages(images)
     if isinstance(images, ImageSource):
-        return images
+        return images if hasattr(images, "uint8_batch") else SubsetImages(images, np.arange(len(images)))
     raise TypeError(
-        f"expected an image array/tensor [N, C, H, W] or an object with uint8_batch() (ImageDataset), "
-        f"got {type(images).__name__}"
+        f"expected an image array/tensor [N, C, H, W] or an image source with channels, len() and "
+        f"batch() (multibeta.data.sources.ImageSource, e.g. ImageDataset), got {type(images).__name__}"
     )
 
 
 def channels_of(source: ImageSource) -> int:
-    """Number of channels of an image source (reads one image when it has no ``channels``)."""
-    channels = getattr(source, "channels", None)
-    if channels is None:
-        channels = source.uint8_batch([0]).shape[1]
-    return int(channels)
+    """Number of channels of an image source."""
+    return int(source.channels)
 
 
 class TorchFidelityImages(Dataset):
@@ -107,7 +112,7 @@ class TorchFidelityImages(Dataset):
         return len(self.source)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        image = torch.from_numpy(np.ascontiguousarray(self.source.uint8_batch([i])[0]))
+        image = torch.from_numpy(np.ascontiguousarray(uint8_batch(self.source, [i])[0]))
         if self.channels is not None and image.shape[0] != self.channels:
             image = image.expand(self.channels, -1, -1).contiguous()
         return image

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from multibeta.utils.io import atomic_path
+from multibeta.data.hdf5 import H5FileKind, create_h5, open_h5
 
 
 class SampleFileError(ValueError):
     """A samples file that cannot be read (message names the file and the fix)."""
+
+
+SAMPLES_FILE = H5FileKind(
+    "samples file", made_by="It is written by the rule sample.", error=SampleFileError,
+    missing_error=SampleFileError,
+    fix="Delete it and rerun the rule sample (snakemake ... sample), which redraws it.",
+)
 
 
 def write_samples(
@@ -26,7 +31,7 @@ def write_samples(
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(latents):
         raise ValueError("images must be uint8 [N, C, H, W] aligned with latents [N, d]")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as h5:
+    with create_h5(path, track_order=True) as h5:
         h5.create_dataset("latents", data=latents, track_times=False)
         h5.create_dataset(
             "images", data=images, chunks=(min(len(images), 256), *images.shape[1:]),
@@ -43,16 +48,15 @@ def read_samples(path: str | os.PathLike) -> dict[str, Any]:
         SampleFileError: the file is missing, damaged or not a samples file (the message names
             it and the rule that redraws it).
     """
-    fix = "Delete it and rerun the rule sample (snakemake ... sample), which redraws it."
-    if not Path(path).is_file():
-        raise SampleFileError(f"samples file not found: {path}. It is written by the rule sample.")
-    try:
-        with h5py.File(path, "r") as h5:
+    with open_h5(path, SAMPLES_FILE) as h5:
+        try:
             return {
                 "latents": h5["latents"][...],
                 "images": h5["images"][...],
                 "run": json.loads(h5.attrs["run"]),
                 "extra": json.loads(h5.attrs["extra"]),
             }
-    except (OSError, KeyError, ValueError) as err:
-        raise SampleFileError(f"{path} is damaged or not a samples file ({err}). {fix}") from err
+        except (OSError, KeyError, ValueError) as err:
+            raise SampleFileError(
+                f"{path} is damaged or not a samples file ({err}). {SAMPLES_FILE.fix}"
+            ) from err

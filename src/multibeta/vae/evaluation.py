@@ -21,7 +21,8 @@ from multibeta.data.h5io import spread_positions
 from multibeta.models.vae import MultiBetaVAE
 from multibeta.utils.device import eval_mode
 from multibeta.vae.losses import kl_per_dim
-from multibeta.vae.trainer import ImageSource, as_source
+from multibeta.data.sources import ImageSource
+from multibeta.vae.trainer import as_source
 
 RecMetric = Literal["bce", "mse"]
 

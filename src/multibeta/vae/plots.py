@@ -30,7 +30,8 @@ from multibeta.vae.evaluation import (
     prior_gap,
     reconstructions,
 )
-from multibeta.vae.trainer import ImageSource, as_source
+from multibeta.data.sources import ImageSource
+from multibeta.vae.trainer import as_source
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:

@@ -27,13 +27,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from multibeta.data.sources import ImageSource
 from multibeta.models.vae import MultiBetaVAE
 from multibeta.utils.checkpoint import (
     CheckpointMismatchError, diff_configs, load_checkpoint, save_checkpoint,
@@ -50,19 +51,6 @@ logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- data sources
-@runtime_checkable
-class ImageSource(Protocol):
-    """Anything the trainer can draw batches from: ``len``, ``channels`` and ``batch``."""
-
-    channels: int
-
-    def __len__(self) -> int: ...
-
-    def batch(self, indices: np.ndarray) -> torch.Tensor:
-        """Images ``[B, C, 64, 64]`` float32 in [0, 1] at positions ``indices`` ``[B]``."""
-        ...
-
-
 class TensorSource:
     """An in-memory image tensor ``[N, C, 64, 64]`` (uint8 in 0..255 or float in [0, 1])."""
 

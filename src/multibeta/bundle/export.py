@@ -1,0 +1,133 @@
+"""Write a bundle: copy the trained models, store the latent space's tables, hash everything.
+
+The bundle is assembled in a temporary sibling folder and renamed into place only when it is
+complete, so an interrupted export never leaves a folder that looks like a bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from multibeta.bundle.card import model_card
+from multibeta.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entries
+from multibeta.cache.latent_cache import LatentCache
+from multibeta.sampling.samplers import GaussianPrior
+from multibeta.utils.io import file_sha256
+from multibeta.utils.versions import collect_versions
+
+logger = logging.getLogger(__name__)
+
+VAE_FILE = "vae.pt"
+DENOISER_DIR = "denoisers"
+LATENT_SPACE_FILE = "latent_space.pt"
+CONFIG_FILE = "config.yaml"
+CARD_FILE = "MODEL_CARD.md"
+METRICS_FILE = "metrics.json"
+
+
+def latent_space(cache: LatentCache) -> dict[str, Any]:
+    """What a user of the models needs to know of the latent space, from the latent cache.
+
+    Returns:
+        ``schedule_t`` / ``schedule_sigma`` ``[M]`` (float64: σ_t on a dense grid), ``level_t``
+        / ``level_sigma`` / ``level_beta`` ``[K]`` (the cached levels), and the fitted start
+        distribution of z_1 (``prior_mean`` ``[d]``, ``prior_scale_tril`` ``[d, d]``, float32,
+        fitted on the training rows exactly as the sample rule fits it).
+    """
+    mu_1 = torch.as_tensor(cache.level(cache.num_levels - 1))
+    prior = GaussianPrior.fit(mu_1[cache.rows("train")], float(cache.sigma[-1]))
+    return {
+        "schedule_t": torch.as_tensor(cache.schedule_t),
+        "schedule_sigma": torch.as_tensor(cache.schedule_sigma),
+        "level_t": torch.as_tensor(cache.t),
+        "level_sigma": torch.as_tensor(cache.sigma),
+        "level_beta": torch.as_tensor(cache.beta),
+        "sigma_1": float(cache.sigma[-1]),
+        "prior_mean": prior.mean,
+        "prior_scale_tril": prior.scale_tril,
+        "vae_sha256": cache.vae_sha256,
+    }
+
+
+def export_bundle(
+    out_dir: str | os.PathLike,
+    *,
+    experiment: str,
+    vae_path: str | os.PathLike,
+    denoiser_paths: dict[str, str | os.PathLike],
+    cache_path: str | os.PathLike,
+    config: dict[str, Any],
+    metrics_path: str | os.PathLike | None = None,
+) -> Path:
+    """Write the bundle of one experiment to ``out_dir`` (replacing an older one atomically).
+
+    Args:
+        out_dir: the bundle folder to create.
+        experiment: the experiment's name (recorded and shown in the model card).
+        vae_path: the multi-β VAE checkpoint (``vae/model.pt``).
+        denoiser_paths: ``{variant: diffusion/<variant>/model.pt}``.
+        cache_path: the latent cache the denoisers were trained on (``cache/latents.h5``).
+        config: the experiment's resolved config.
+        metrics_path: the report's ``metrics.json`` (its headline numbers go into the model
+            card and the file itself into the bundle), or None.
+
+    Raises:
+        VAEMismatchError: the cache was built from another VAE checkpoint.
+        ValueError: a denoiser was trained on the latents of another VAE.
+    """
+    out_dir = Path(out_dir)
+    cache = LatentCache(cache_path, in_memory=True)
+    vae_sha = file_sha256(vae_path)
+    cache.check_vae(vae_sha)
+    vae_state = torch.load(vae_path, map_location="cpu", weights_only=False)
+    for variant, path in denoiser_paths.items():
+        trained_on = torch.load(path, map_location="cpu", weights_only=False).get("vae_sha256")
+        if trained_on != vae_sha:
+            raise ValueError(f"denoiser {variant} ({path}) was trained on the latents of another VAE "
+                             f"(sha256 {trained_on}, the VAE has {vae_sha}); rerun train_diffusion.")
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (tmp / DENOISER_DIR).mkdir(parents=True)
+        shutil.copyfile(vae_path, tmp / VAE_FILE)
+        for variant, path in sorted(denoiser_paths.items()):
+            shutil.copyfile(path, tmp / DENOISER_DIR / f"{variant}.pt")
+        torch.save(latent_space(cache), tmp / LATENT_SPACE_FILE)
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        metrics = None
+        if metrics_path is not None:
+            shutil.copyfile(metrics_path, tmp / METRICS_FILE)
+            metrics = json.loads(Path(metrics_path).read_text())
+        versions = collect_versions()
+        (tmp / CARD_FILE).write_text(model_card(experiment, config, metrics, sorted(denoiser_paths),
+                                                versions))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "experiment": experiment,
+            "variants": sorted(denoiser_paths),
+            "latent_dim": int(cache.latent_dim),
+            "image_channels": int(vae_state["arch"]["image_channels"]),
+            "versions": versions,
+            "files": file_entries(tmp),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        cache.close()
+    logger.info("bundle of %s written to %s (%d files)", experiment, out_dir, len(manifest["files"]))
+    return out_dir
