@@ -72,7 +72,7 @@ def test_snakemake_stops_before_any_job_while_another_workdir_holds_the_results(
 
 
 def test_after_a_hard_kill_unlock_then_rerun_incomplete_resumes(tmp_path: Path) -> None:
-    """The README's command after kill -9: `snakemake --unlock`, then `make run`'s flags."""
+    """docs/USAGE.md's command after kill -9: `snakemake --unlock`, then `make run`'s flags."""
     import signal
     import sys
     import time
