@@ -55,6 +55,7 @@ from multibeta.metrics.fidelity import compute_fidelity, factor_classifier_featu
 from multibeta.metrics.render_consistency import score_images  # noqa: E402
 from multibeta.models.vae import load_vae  # noqa: E402
 from multibeta.sampling.samplers import GaussianPrior, decode_latents, sample_latents  # noqa: E402
+from multibeta.sampling.settings import SamplerSettings  # noqa: E402
 from multibeta.sampling.spacing import level_steps  # noqa: E402
 from multibeta.utils.device import select_runtime  # noqa: E402
 from multibeta.utils.io import write_json, write_text  # noqa: E402
@@ -132,8 +133,9 @@ def sample(exp: Experiment, variant: str, settings: dict[str, Any], n: int, *, m
     if variant != "standard_ldm":
         prior = GaussianPrior.fit(torch.as_tensor(exp.cache.level(exp.cache.num_levels - 1)[exp.cache.rows("train")]),
                                   float(exp.cache.sigma[-1]))
-    z = sample_latents(model, getattr(model, "sigma_table", None), variant=variant, spacing="uniform", seed=seed,
-                       batch_size=1000, n=n, device=exp.runtime, prior=prior, progress=False, **settings)
+    sampler = SamplerSettings(variant=variant, spacing="uniform", seed=seed, batch_size=1000, **settings)
+    z = sample_latents(model, getattr(model, "sigma_table", None), sampler, n=n, device=exp.runtime,
+                       prior=prior, progress=False)
     return exp.decode(z)
 
 
@@ -143,9 +145,10 @@ def oracle(exp: Experiment, t: float, n: int, seed: int = 0) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(exp.cache.rows("train"), n, replace=False))
     mu = exp.cache.mu_at(torch.as_tensor(rows), torch.full((n,), t, dtype=torch.float64)).float()
-    z = sample_latents(model, model.sigma_table, variant="multibeta", steps=level_steps(10, t), eta=0.0,
-                       solver="heun", spacing="uniform", seed=seed, batch_size=1000, device=exp.runtime,
-                       t_start=t, z_start=mu, add_start_noise=True, progress=False)
+    sampler = SamplerSettings(variant="multibeta", steps=level_steps(10, t), eta=0.0, solver="heun",
+                              spacing="uniform", seed=seed, batch_size=1000)
+    z = sample_latents(model, model.sigma_table, sampler, device=exp.runtime, t_start=t, z_start=mu,
+                       add_start_noise=True, progress=False)
     return exp.decode(z)
 
 

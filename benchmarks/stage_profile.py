@@ -100,6 +100,7 @@ def profile_stages(args: argparse.Namespace) -> dict[str, Any]:
     from multibeta.diffusion.trainer import DiffusionTrainer
     from multibeta.models.vae import load_vae
     from multibeta.sampling.samplers import decode_latents, sample_latents
+    from multibeta.sampling.settings import SamplerSettings
     from multibeta.utils.device import select_runtime
     from multibeta.utils.versions import collect_versions
     from multibeta.vae.config import VAEConfig
@@ -189,9 +190,9 @@ def profile_stages(args: argparse.Namespace) -> dict[str, Any]:
     sigma = cache.sigma_table()
 
     def sample_step() -> torch.Tensor:
-        return sample_latents(model, sigma, variant="multibeta", steps=50, eta=0.0,
-                              solver="euler", spacing="uniform", seed=0,
-                              batch_size=args.samples, n=args.samples, device=runtime,
+        settings = SamplerSettings(variant="multibeta", steps=50, eta=0.0, solver="euler",
+                                   spacing="uniform", seed=0, batch_size=args.samples)
+        return sample_latents(model, sigma, settings, n=args.samples, device=runtime,
                               progress=False)
 
     stats = measure(sample_step, iters=6, warmup=1, threads=gpu_threads, profile_iters=1)

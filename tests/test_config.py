@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
+from multibeta.core.config import from_section
 from multibeta.workflow.config import ConfigError, resolve_config, section_defaults
 
 
@@ -129,3 +132,45 @@ def test_config_file_problems_name_the_file_and_line(tmp_path) -> None:
     good.write_text("experiment: ok\n")
     assert main([str(good)]) == 0
     assert main([str(good), str(broken)]) == 1
+
+
+@dataclass(frozen=True)
+class _Plain:
+    n: int
+
+    def check(self) -> None:
+        if self.n < 0:
+            raise ConfigError("negative")
+
+
+@dataclass(frozen=True)
+class _Shared:
+    n: int
+
+    def check(self, where: str) -> None:
+        if self.n < 0:
+            raise ConfigError(f"invalid config at '{where}.n'")
+
+
+@dataclass(frozen=True)
+class _Outer:
+    parts: tuple[_Shared, ...]
+
+
+def test_from_section_passes_the_key_path_to_a_check_that_takes_it() -> None:
+    """A dataclass used in several places (the sampler's settings) names the one at hand."""
+    assert from_section(_Plain, {"n": 1}, "a").n == 1
+    with pytest.raises(ConfigError, match="negative"):
+        from_section(_Plain, {"n": -1}, "a")
+    with pytest.raises(ConfigError, match=r"'outer\.parts\[1\]\.n'"):
+        from_section(_Outer, {"parts": [{"n": 1}, {"n": -1}]}, "outer")
+
+
+def test_checking_a_config_loads_no_torch() -> None:
+    """The Snakefile checks every config before any job: that must stay quick (no torch)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, multibeta.workflow.experiments as e; e.expand_experiments({}); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from multibeta.sampling.config import SamplingConfig
+from multibeta.core.config import from_section
+from multibeta.sampling.config import SamplingConfig, SharpenConfig
 from multibeta.sampling.edit import (
     dimension_directions,
     pca_directions,
@@ -49,11 +51,17 @@ def sigma(t: torch.Tensor) -> torch.Tensor:
     return 0.01 + 0.99 * t
 
 
-def sharpen_kwargs(**overrides) -> dict:
-    cfg = SamplingConfig.from_section(section_defaults("sampling", {"sharpen": {"steps": 20}}))
-    kw = cfg.sharpen.sampler_kwargs()
-    kw.update(overrides)
-    return kw
+def sharpen_config(**overrides) -> SharpenConfig:
+    """``sampling.sharpen`` with 20 steps and ``overrides``."""
+    section = section_defaults("sampling", {"sharpen": {"steps": 20, **overrides}})
+    return from_section(SamplingConfig, section, "sampling").sharpen
+
+
+def sharpen_fake(images: torch.Tensor, cfg: SharpenConfig, levels: list[float]):
+    """:func:`sharpen` of ``images`` with the fake VAE and denoiser."""
+    vae = FakeVAE()
+    return sharpen(vae.encode, vae.decode_image, fake_model, sigma, images, cfg, levels=levels,
+                   add_noise=cfg.add_noise, progress=False)
 
 
 @pytest.fixture
@@ -63,16 +71,7 @@ def images() -> torch.Tensor:
 
 def test_sharpen_shapes_identity_level_and_grid(tmp_path: Path, images: torch.Tensor) -> None:
     vae = FakeVAE()
-    res = sharpen(
-        vae.encode,
-        vae.decode_image,
-        fake_model,
-        sigma,
-        images,
-        levels=[0.0, 0.5, 1.0],
-        progress=False,
-        **sharpen_kwargs(),
-    )
+    res = sharpen_fake(images, sharpen_config(), [0.0, 0.5, 1.0])
     assert res.blurry.shape == res.sharp.shape == (3, 3, C, H, H)
     assert res.latents.shape == (3, 3, D)
     # t_b = 0: no denoising steps, so the sharpened decode is D(E(x, 0), 0)
@@ -80,16 +79,7 @@ def test_sharpen_shapes_identity_level_and_grid(tmp_path: Path, images: torch.Te
     assert torch.equal(res.sharp[0], res.blurry[0])
     assert torch.allclose(res.sharp[0], direct)
     assert not torch.allclose(res.sharp[2], res.blurry[2])
-    again = sharpen(
-        vae.encode,
-        vae.decode_image,
-        fake_model,
-        sigma,
-        images,
-        levels=[0.0, 0.5, 1.0],
-        progress=False,
-        **sharpen_kwargs(),
-    )
+    again = sharpen_fake(images, sharpen_config(), [0.0, 0.5, 1.0])
     assert torch.equal(again.sharp, res.sharp)
     path = tmp_path / "fig" / "sharpening.png"
     save_sharpening_grid(res, path)
@@ -99,41 +89,17 @@ def test_sharpen_shapes_identity_level_and_grid(tmp_path: Path, images: torch.Te
 
 
 def test_sharpen_with_noise_depends_on_seed(images: torch.Tensor) -> None:
-    vae = FakeVAE()
-    kw = sharpen_kwargs(add_noise=True, eta=1.0)
-    one = sharpen(
-        vae.encode, vae.decode_image, fake_model, sigma, images, levels=[0.5], progress=False, **kw
-    )
-    same = sharpen(
-        vae.encode, vae.decode_image, fake_model, sigma, images, levels=[0.5], progress=False, **kw
-    )
-    other = sharpen(
-        vae.encode,
-        vae.decode_image,
-        fake_model,
-        sigma,
-        images,
-        levels=[0.5],
-        progress=False,
-        **{**kw, "seed": 1},
-    )
+    cfg = sharpen_config(add_noise=True, eta=1.0)
+    one = sharpen_fake(images, cfg, [0.5])
+    same = sharpen_fake(images, cfg, [0.5])
+    other = sharpen_fake(images, replace(cfg, seed=1), [0.5])
     assert torch.equal(one.latents, same.latents)
     assert not torch.allclose(one.latents, other.latents)
 
 
 def test_sharpen_rejects_standard_ldm(images: torch.Tensor) -> None:
-    vae = FakeVAE()
-    with pytest.raises(ValueError, match="standard_ldm"):
-        sharpen(
-            vae.encode,
-            vae.decode_image,
-            fake_model,
-            sigma,
-            images,
-            levels=[0.5],
-            progress=False,
-            **sharpen_kwargs(variant="standard_ldm"),
-        )
+    with pytest.raises(ValueError, match="standard_ldm"):  # the schema refuses it in a config
+        sharpen_fake(images, replace(sharpen_config(), variant="standard_ldm"), [0.5])
 
 
 def test_pca_directions_recover_known_axes() -> None:
@@ -165,28 +131,22 @@ def test_traverse_shapes_centre_column_and_grid(tmp_path: Path) -> None:
     dirs = pca_directions(lat, 3)
     values = traversal_values(2.0, 5)
     assert values.tolist() == pytest.approx([-2, -1, 0, 1, 2])
-    cfg = SamplingConfig.from_section(
-        section_defaults("sampling", {"traverse": {"steps": 20, "t_b": 0.6}})
-    )
-    kw = cfg.traverse.sampler_kwargs()
+    section = section_defaults("sampling", {"traverse": {"steps": 20, "t_b": 0.6}})
+    cfg = from_section(SamplingConfig, section, "sampling").traverse
     base = lat[0]
-    imgs = traverse(fake_model, sigma, vae.decode_image, base, dirs, values, progress=False, **kw)
+
+    def run(t_b: float) -> torch.Tensor:
+        return traverse(fake_model, sigma, vae.decode_image, base, dirs, values, cfg, t_b=t_b,
+                        progress=False)
+
+    imgs = run(cfg.t_b)
     assert imgs.shape == (3, 5, C, H, H)
     assert torch.allclose(imgs[:, 2], imgs[0, 2].expand(3, -1, -1, -1))  # value 0 = the base
     assert not torch.allclose(imgs[0, 0], imgs[0, 4])
-    again = traverse(fake_model, sigma, vae.decode_image, base, dirs, values, progress=False, **kw)
+    again = run(cfg.t_b)
     assert torch.equal(again, imgs)
     # at t_b = 0 a traversal is a plain decode of the moved latents
-    flat = traverse(
-        fake_model,
-        sigma,
-        vae.decode_image,
-        base,
-        dirs,
-        values,
-        progress=False,
-        **{**kw, "t_b": 0.0},
-    )
+    flat = run(0.0)
     moved = base + values[1] * dirs.stds[2] * dirs.vectors[2]
     assert torch.allclose(flat[2, 1], vae.decode_image(moved[None], torch.zeros(1))[0], atol=1e-6)
     path = tmp_path / "traversal_pca.png"

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from multibeta.core.schedules import SigmaTable, cosine_alpha_bar
+from multibeta.core.config import from_section, to_dict
 from multibeta.sampling.config import SamplingConfig
 from multibeta.sampling.samplers import (
     NOISE_BLOCK,
@@ -34,6 +35,7 @@ from multibeta.sampling.samplers import (
     sample_run,
     start_mismatch,
 )
+from multibeta.sampling.settings import SamplerSettings
 from multibeta.sampling.spacing import level_steps, time_grid
 from multibeta.workflow.config import ConfigError, section_defaults
 
@@ -64,18 +66,13 @@ def at(fn, t: float) -> torch.Tensor:
     return fn(torch.tensor(t, dtype=F64))
 
 
-def settings(**overrides) -> dict:
+def settings(**overrides) -> SamplerSettings:
+    """Deterministic Euler settings of the tests, with ``overrides``."""
     base = dict(
-        variant="multibeta",
-        eta=0.0,
-        solver="euler",
-        spacing="uniform",
-        seed=0,
+        variant="multibeta", steps=10, eta=0.0, solver="euler", spacing="uniform", seed=0,
         batch_size=64,
-        progress=False,
     )
-    base.update(overrides)
-    return base
+    return SamplerSettings(**{**base, **overrides})
 
 
 class PathOracle:
@@ -149,22 +146,14 @@ def test_path_oracle_convergence_order(solver: str, order: float) -> None:
     errors = []
     for n in steps:
         mu0 = sample_latents(
-            PathOracle(eps0),
-            sigma_fn,
-            steps=n,
-            z_start=z1,
-            final_mean=True,
-            **settings(solver=solver),
+            PathOracle(eps0), sigma_fn, settings(steps=n, solver=solver), z_start=z1,
+            final_mean=True, progress=False,
         )
         errors.append(float((mu0.to(F64) - target).abs().max()))
     assert abs(slope(steps, errors) - (-order)) < 0.15, errors
     fine = sample_latents(
-        PathOracle(eps0),
-        sigma_fn,
-        steps=1000,
-        z_start=z1,
-        final_mean=True,
-        **settings(solver=solver),
+        PathOracle(eps0), sigma_fn, settings(steps=1000, solver=solver), z_start=z1,
+        final_mean=True, progress=False,
     )
     assert float((fine.to(F64) - target).abs().max()) < (1e-2 if solver == "euler" else 1e-4)
 
@@ -177,10 +166,10 @@ def test_gaussian_probability_flow_order(solver: str, order: float) -> None:
     steps = [8, 16, 32, 64]
     errors = []
     for n in steps:
-        z0 = sample_latents(oracle, sigma_fn, steps=n, z_start=z1, **settings(solver=solver))
+        z0 = sample_latents(oracle, sigma_fn, settings(steps=n, solver=solver), z_start=z1)
         errors.append(float((z0.to(F64) - exact).abs().max()))
     assert abs(slope(steps, errors) - (-order)) < 0.2, errors
-    fine = sample_latents(oracle, sigma_fn, steps=500, z_start=z1, **settings(solver=solver))
+    fine = sample_latents(oracle, sigma_fn, settings(steps=500, solver=solver), z_start=z1)
     assert float((fine.to(F64) - exact).abs().max()) < (1e-2 if solver == "euler" else 1e-4)
 
 
@@ -197,7 +186,7 @@ def test_noise_only_ignores_delta_and_solves_constant_mean_flow() -> None:
         (s2 + at(sigma_fn, 0.0) ** 2) / (s2 + at(sigma_fn, 1.0) ** 2)
     )
     z0 = sample_latents(
-        oracle, sigma_fn, steps=200, z_start=z1, **settings(variant="noise_only", solver="heun")
+        oracle, sigma_fn, settings(variant="noise_only", steps=200, solver="heun"), z_start=z1
     )
     assert torch.allclose(z0.to(F64), exact, atol=1e-4)
 
@@ -259,7 +248,7 @@ def test_ancestral_1000_steps_from_the_prior_matches_the_data() -> None:
     oracle, _ = point_mass_oracle(x)
     n = 3000
     z0 = sample_latents(
-        oracle, sigma_fn, n=n, dim=3, steps=1000, **settings(eta=1.0, batch_size=n)
+        oracle, sigma_fn, settings(steps=1000, eta=1.0, batch_size=n), n=n, dim=3
     ).to(F64)
     sig0 = float(at(sigma_fn, 0.0))
     assert torch.all((z0.mean(0) - x).abs() < 5 * sig0 / math.sqrt(n) + 1e-3)
@@ -276,7 +265,7 @@ def test_ancestral_gaussian_data_final_marginal() -> None:
         * torch.randn(n, d, dtype=F64)
     )
     z0 = sample_latents(
-        oracle, sigma_fn, steps=300, z_start=z1.float(), **settings(eta=1.0, batch_size=n)
+        oracle, sigma_fn, settings(steps=300, eta=1.0, batch_size=n), z_start=z1.float()
     ).to(F64)
     mean0 = float(at(a_fn, 0.0) * 0.7 + at(b_fn, 0.0))
     std0 = float(torch.sqrt(at(a_fn, 0.0) ** 2 * 0.25 + at(sigma_fn, 0.0) ** 2))
@@ -344,12 +333,8 @@ def test_standard_ldm_samples_the_data_distribution(solver: str) -> None:
     model = LdmOracle(m=0.3, s=0.8, mean=mean, std=std)
     n = 4000
     z = sample_latents(
-        model,
-        None,
-        n=n,
-        dim=2,
-        steps=100,
-        **settings(variant="standard_ldm", solver=solver, batch_size=n),
+        model, None, settings(variant="standard_ldm", steps=100, solver=solver, batch_size=n),
+        n=n, dim=2,
     ).to(F64)
     normed = (z - mean.to(F64)) / std.to(F64)
     assert torch.all((normed.mean(0) - 0.3).abs() < 5 * 0.8 / math.sqrt(n) + 0.01)
@@ -359,7 +344,7 @@ def test_standard_ldm_samples_the_data_distribution(solver: str) -> None:
 def test_standard_ldm_needs_normalisation_buffers() -> None:
     with pytest.raises(ValueError, match="latent_mean"):
         sample_latents(
-            lambda z, t: (z, None), None, n=4, dim=2, steps=3, **settings(variant="standard_ldm")
+            lambda z, t: (z, None), None, settings(variant="standard_ldm", steps=3), n=4, dim=2
         )
 
 
@@ -372,40 +357,37 @@ def toy_model(z: torch.Tensor, t: torch.Tensor):
 
 def test_same_seed_same_samples_independent_of_batch_size() -> None:
     n = NOISE_BLOCK + 44  # spans two noise streams
-    kw = settings(eta=1.0, seed=11)
-    kw.pop("batch_size")
-    ref = sample_latents(toy_model, sigma_fn, n=n, dim=3, steps=5, batch_size=n, **kw)
+    def draw(n: int, batch_size: int, seed: int = 11) -> torch.Tensor:
+        kw = settings(steps=5, eta=1.0, seed=seed, batch_size=batch_size)
+        return sample_latents(toy_model, sigma_fn, kw, n=n, dim=3)
+
+    ref = draw(n, n)
     for bs in (7, 100, 1000):
-        assert torch.equal(
-            sample_latents(toy_model, sigma_fn, n=n, dim=3, steps=5, batch_size=bs, **kw), ref
-        )
-    prefix = sample_latents(toy_model, sigma_fn, n=10, dim=3, steps=5, batch_size=3, **kw)
-    assert torch.equal(prefix, ref[:10])
-    other = sample_latents(
-        toy_model, sigma_fn, n=n, dim=3, steps=5, batch_size=n, **{**kw, "seed": 12}
-    )
+        assert torch.equal(draw(n, bs), ref)
+    assert torch.equal(draw(10, 3), ref[:10])
+    other = draw(n, n, seed=12)
     assert not torch.allclose(other, ref)
     assert torch.isfinite(ref).all() and ref.shape == (n, 3)
 
 
 def test_deterministic_sampler_with_start_ignores_seed() -> None:
     z = torch.randn(6, 3)
-    one = sample_latents(toy_model, sigma_fn, z_start=z, t_start=0.5, steps=4, **settings(seed=1))
-    two = sample_latents(toy_model, sigma_fn, z_start=z, t_start=0.5, steps=4, **settings(seed=2))
+    one = sample_latents(toy_model, sigma_fn, settings(steps=4, seed=1), z_start=z, t_start=0.5)
+    two = sample_latents(toy_model, sigma_fn, settings(steps=4, seed=2), z_start=z, t_start=0.5)
     assert torch.equal(one, two)
-    ident = sample_latents(toy_model, sigma_fn, z_start=z, t_start=0.0, steps=4, **settings())
+    ident = sample_latents(toy_model, sigma_fn, settings(steps=4), z_start=z, t_start=0.0)
     assert torch.equal(ident, z)
 
 
 def test_user_errors_are_explained() -> None:
     with pytest.raises(ValueError, match="heun.* is deterministic"):
-        sample_latents(toy_model, sigma_fn, n=2, dim=3, steps=3, **settings(solver="heun", eta=1.0))
+        sample_latents(toy_model, sigma_fn, settings(steps=3, solver="heun", eta=1.0), n=2, dim=3)
     with pytest.raises(ValueError, match="Δ head"):
-        sample_latents(lambda z, t: (z, None), sigma_fn, n=2, dim=3, steps=3, **settings())
+        sample_latents(lambda z, t: (z, None), sigma_fn, settings(steps=3), n=2, dim=3)
     with pytest.raises(ValueError, match="variant"):
-        sample_latents(toy_model, sigma_fn, n=2, dim=3, steps=3, **settings(variant="ddpm"))
+        sample_latents(toy_model, sigma_fn, settings(variant="ddpm", steps=3), n=2, dim=3)
     with pytest.raises(FloatingPointError, match="non-finite"):
-        sample_latents(lambda z, t: (z / 0.0, z), sigma_fn, n=2, dim=3, steps=3, **settings())
+        sample_latents(lambda z, t: (z / 0.0, z), sigma_fn, settings(steps=3), n=2, dim=3)
 
 
 # --------------------------------------------------------------------------- fitted start
@@ -439,8 +421,7 @@ def test_deterministic_sampler_from_fitted_prior_reaches_the_data(start: str) ->
     prior = GaussianPrior.fit(mu_1, float(at(sigma_fn, 1.0))) if start == "fitted" else None
     n = 4000
     z0 = sample_latents(
-        oracle, sigma_fn, n=n, dim=1, steps=100, prior=prior,
-        **settings(solver="heun", batch_size=n),
+        oracle, sigma_fn, settings(steps=100, solver="heun", batch_size=n), n=n, dim=1, prior=prior,
     ).to(F64)
     mean0 = float(at(a_fn, 0.0) * m + at(b_fn, 0.0))
     std0 = float(torch.sqrt(at(a_fn, 0.0) ** 2 * s**2 + at(sigma_fn, 0.0) ** 2))
@@ -452,40 +433,27 @@ def test_deterministic_sampler_from_fitted_prior_reaches_the_data(start: str) ->
 
 def test_fitted_prior_is_seeded_batch_independent_and_checked() -> None:
     prior = GaussianPrior.fit(torch.randn(100, 3, generator=torch.Generator().manual_seed(2)), 0.9)
-    kw = settings(eta=1.0, seed=4)
-    kw.pop("batch_size")
-    ref = sample_latents(toy_model, sigma_fn, n=30, dim=3, steps=5, batch_size=30, prior=prior, **kw)
-    same = sample_latents(toy_model, sigma_fn, n=30, dim=3, steps=5, batch_size=7, prior=prior, **kw)
+    def kw(batch_size: int) -> SamplerSettings:
+        return settings(steps=5, eta=1.0, seed=4, batch_size=batch_size)
+
+    ref = sample_latents(toy_model, sigma_fn, kw(30), n=30, dim=3, prior=prior)
+    same = sample_latents(toy_model, sigma_fn, kw(7), n=30, dim=3, prior=prior)
     assert torch.equal(ref, same)
-    plain = sample_latents(toy_model, sigma_fn, n=30, dim=3, steps=5, batch_size=30, **kw)
+    plain = sample_latents(toy_model, sigma_fn, kw(30), n=30, dim=3)
     assert not torch.allclose(ref, plain)
     with pytest.raises(ValueError, match="exact N"):
-        sample_latents(toy_model, sigma_fn, n=2, dim=3, steps=2, prior=prior,
-                       **settings(variant="standard_ldm"))
+        sample_latents(toy_model, sigma_fn, settings(variant="standard_ldm", steps=2), n=2, dim=3,
+                       prior=prior)
     with pytest.raises(ValueError, match="dimension"):
-        sample_latents(toy_model, sigma_fn, n=2, dim=4, steps=2, prior=prior, **settings())
+        sample_latents(toy_model, sigma_fn, settings(steps=2), n=2, dim=4, prior=prior)
 
 
 # --------------------------------------------------------------------------- runs, decoding, config
 
 
 def test_sample_run_decodes_and_times() -> None:
-    section = section_defaults(
-        "sampling",
-        {
-            "runs": [
-                {
-                    "name": "few",
-                    "steps": 4,
-                    "eta": 0.0,
-                    "solver": "heun",
-                    "n_samples": 9,
-                    "batch_size": 4,
-                },
-            ]
-        },
-    )
-    cfg = SamplingConfig.from_section(section)
+    runs = [{"name": "few", "steps": 4, "eta": 0.0, "solver": "heun", "n_samples": 9, "batch_size": 4}]
+    cfg = sampling_config({"runs": runs})
     run = cfg.run("few")
 
     def decoder(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -508,32 +476,54 @@ def test_sample_run_decodes_and_times() -> None:
     )
     assert out.timing["nfe_per_sample"] == nfe_per_sample(4, "heun") == 7
     assert out.timing["samples_per_s"] > 0 and out.timing["run"] == "few"
+    # the sampler's settings are recorded as they are, beside the run's own keys
+    settings_record = to_dict(run.sampler())
+    assert {k: out.timing[k] for k in settings_record} == settings_record
+    assert settings_record == {"variant": "multibeta", "steps": 4, "eta": 0.0, "solver": "heun",
+                               "spacing": "uniform", "seed": 0, "batch_size": 4}
     floats = decode_latents(decoder, out.latents, batch_size=4, progress=False)
     assert torch.equal(floats.mul(255).round().to(torch.uint8), out.images)
 
 
+def sampling_config(overrides: dict | None = None) -> SamplingConfig:
+    return from_section(SamplingConfig, section_defaults("sampling", overrides), "sampling")
+
+
 def test_sampling_config_defaults_and_errors() -> None:
-    cfg = SamplingConfig.from_section(section_defaults("sampling"))
+    cfg = sampling_config()
     first, second = cfg.runs[0], cfg.runs[1]
-    assert (first.steps, first.eta, first.solver, first.variant) == (
-        1000,
-        1.0,
-        "euler",
-        "multibeta",
-    )
+    assert (first.steps, first.eta, first.solver, first.variant) == (1000, 1.0, "euler", "multibeta")
     assert second.eta == 0.0 and second.steps <= 100
-    with pytest.raises(ConfigError, match="eta must be 0"):
-        SamplingConfig.from_section(
-            section_defaults("sampling", {"runs": [{"name": "h", "solver": "heun"}]})
-        )
-    with pytest.raises(ConfigError, match="unique"):
-        SamplingConfig.from_section(
-            section_defaults("sampling", {"runs": [{"name": "a"}, {"name": "a"}]})
-        )
+    with pytest.raises(ConfigError, match=r"invalid config at 'sampling\.runs\[0\]\.eta'.*eta must be 0"):
+        sampling_config({"runs": [{"name": "h", "solver": "heun"}]})
+    with pytest.raises(ConfigError, match=r"'sampling\.runs'.*unique"):
+        sampling_config({"runs": [{"name": "a"}, {"name": "a"}]})
     with pytest.raises(ConfigError, match="runs.0.name"):
         section_defaults("sampling", {"runs": [{"name": "has space"}]})
-    with pytest.raises(ConfigError, match="sharpen"):
+    with pytest.raises(ConfigError, match="sharpen.variant"):
         section_defaults("sampling", {"sharpen": {"variant": "standard_ldm"}})
+
+
+@pytest.mark.parametrize("part", ["sharpen", "traverse"])
+def test_one_settings_type_and_check_in_every_section(part: str) -> None:
+    """runs, sharpen and traverse share the sampler's keys (one schema, one type, one check),
+    each with its own defaults."""
+    cfg = sampling_config()
+    section = getattr(cfg, part)
+    assert isinstance(section, SamplerSettings) and isinstance(cfg.runs[0], SamplerSettings)
+    assert (section.steps, section.eta, section.batch_size) == (100, 0.0, 256)
+    assert (cfg.runs[0].steps, cfg.runs[0].eta, cfg.runs[0].batch_size) == (1000, 1.0, 1000)
+    assert type(section.sampler()) is SamplerSettings
+    assert to_dict(section.sampler()) == {k: to_dict(section)[k] for k in to_dict(section.sampler())}
+    with pytest.raises(ConfigError, match=rf"invalid config at 'sampling\.{part}\.eta': 1\.0 — solver heun"):
+        sampling_config({part: {"solver": "heun", "eta": 1.0}})
+    # the shared keys are validated (and read from command-line text) through the reference
+    with pytest.raises(ConfigError, match=rf"invalid config at '{part}\.steps'"):
+        section_defaults("sampling", {part: {"steps": 0}})
+    assert section_defaults("sampling", {part: {"seed": "3"}})[part]["seed"] == 3
+    # an unknown key is refused, naming the shared keys among the allowed ones
+    with pytest.raises(ConfigError, match=r"'stepz' was unexpected.*Allowed keys here: .*seed, .*steps"):
+        section_defaults("sampling", {part: {"stepz": 3}})
 
 
 def test_start_mismatch_known_values() -> None:
@@ -551,13 +541,13 @@ def test_cuda_autocast_sampling_is_seeded_and_batch_independent() -> None:
     from multibeta.utils.device import Runtime
 
     runtime = Runtime(device=torch.device("cuda"), amp_dtype=torch.bfloat16, pin_memory=True)
-    kw = settings(eta=1.0, seed=3)
-    kw.pop("batch_size")
     ref = sample_latents(
-        toy_model, sigma_fn, n=300, dim=3, steps=20, batch_size=300, device=runtime, **kw
+        toy_model, sigma_fn, settings(steps=20, eta=1.0, seed=3, batch_size=300), n=300, dim=3,
+        device=runtime,
     )
     again = sample_latents(
-        toy_model, sigma_fn, n=300, dim=3, steps=20, batch_size=64, device=runtime, **kw
+        toy_model, sigma_fn, settings(steps=20, eta=1.0, seed=3, batch_size=64), n=300, dim=3,
+        device=runtime,
     )
     assert ref.device.type == "cpu" and torch.isfinite(ref).all()
     assert torch.equal(ref, again)

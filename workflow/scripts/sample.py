@@ -5,6 +5,7 @@ import logging
 import torch
 
 from multibeta.cache.latent_cache import LatentCache
+from multibeta.core.config import from_section, to_dict
 from multibeta.sampling.config import GridConfig, SampleRunConfig
 from multibeta.sampling.grids import save_sample_grid
 from multibeta.sampling.loading import load_sampling_models
@@ -18,8 +19,8 @@ logger = logging.getLogger("multibeta.rules.sample")
 
 def main(smk) -> None:
     runtime = start_job(smk)
-    run = SampleRunConfig.from_section(smk.params.run)
-    grid = GridConfig.from_section(smk.params.grid)
+    run = from_section(SampleRunConfig, smk.params.run, f"sampling.runs[{smk.wildcards.run}]")
+    grid = from_section(GridConfig, smk.params.grid, "sampling.grid")
     models = load_sampling_models(smk.input.vae, smk.input.diffusion, runtime.device)
     prior, mismatch = None, {}
     if run.variant != "standard_ldm":  # its prior is N(0, I) in normalised t=0 latent space
@@ -35,7 +36,7 @@ def main(smk) -> None:
     )
     timing = {**output.timing, **mismatch}
     write_samples(smk.output.samples, latents=output.latents.numpy(), images=output.images.numpy(),
-                  run=smk.params.run, extra=timing)
+                  run=to_dict(run), extra=timing)
     save_sample_grid(output.images[: grid.n_images], smk.output.grid, n_cols=grid.n_cols,
                      title=f"{run.name}: {run.variant}, {run.solver}, {run.steps} steps, eta={run.eta:g}")
     write_json(timing, smk.output.timing)

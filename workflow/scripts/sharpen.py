@@ -3,11 +3,12 @@ with scores of both against the input (metrics/sharpen.json)."""
 
 import logging
 
-from multibeta.data.h5io import ImageDataset, spread_positions
+from multibeta.core.config import from_section
+from multibeta.data.h5io import spread_positions
 from multibeta.metrics.factor_classifier import load_factor_classifier
 from multibeta.metrics.sharpening import score_sharpening
 from multibeta.sampling.config import SharpenConfig
-from multibeta.sampling.edit import save_sharpening_grid, sharpen
+from multibeta.sampling.edit import save_sharpening_grid, sharpen, spread_images
 from multibeta.sampling.loading import load_sampling_models
 from multibeta.utils.io import write_json
 from multibeta.workflow.jobs import start_job
@@ -17,15 +18,12 @@ logger = logging.getLogger("multibeta.rules.sharpen")
 
 def main(smk) -> None:
     runtime = start_job(smk)
-    cfg = SharpenConfig.from_section(smk.params.sharpen)
+    cfg = from_section(SharpenConfig, smk.params.sharpen, "sampling.sharpen")
     models = load_sampling_models(smk.input.vae, smk.input.diffusion, runtime.device)
-    dataset = ImageDataset(smk.input.dataset, split=cfg.split)
-    # images evenly spread over the split (it is in factor-grid order: the first ones are all squares)
-    positions = spread_positions(len(dataset), max(cfg.n_images, cfg.n_metric_images))
-    images = dataset.tensor_batch(positions)
-    result = sharpen(models.encoder, models.decoder, models.denoiser, models.sigma, images,
-                     levels=cfg.levels, device=runtime, **cfg.sampler_kwargs())
-    n = len(positions)
+    images = spread_images(smk.input.dataset, cfg.split, max(cfg.n_images, cfg.n_metric_images))
+    result = sharpen(models.encoder, models.decoder, models.denoiser, models.sigma, images, cfg,
+                     levels=cfg.levels, add_noise=cfg.add_noise, device=runtime)
+    n = len(images)
     save_sharpening_grid(result.select(spread_positions(n, cfg.n_images)), smk.output.grid)
     logger.info("sharpening grid written to %s", smk.output.grid)
     classifier = None

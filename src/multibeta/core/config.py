@@ -11,6 +11,7 @@ with missing or unknown keys is refused (it was not validated). :func:`to_dict` 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
@@ -31,7 +32,8 @@ def from_section(cls: type[T], section: dict[str, Any], where: str) -> T:
         where: the section's dotted key (``vae.arch``), named in errors.
 
     After construction, a ``check()`` method of ``cls`` (cross-key checks the schema cannot
-    express) is called when it exists.
+    express) is called when it exists; a ``check(where)`` that takes a parameter gets ``where``,
+    so that a dataclass used in several sections names the key path of the one at hand.
 
     Raises:
         ConfigError: keys missing or unknown, or a value that does not fit its type.
@@ -52,7 +54,10 @@ def from_section(cls: type[T], section: dict[str, Any], where: str) -> T:
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if callable(check):
-        check()
+        if inspect.signature(check).parameters:
+            check(where)
+        else:
+            check()
     return obj
 
 

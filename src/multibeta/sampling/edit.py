@@ -14,24 +14,24 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
 
+from multibeta.data.h5io import ImageDataset, spread_positions
 from multibeta.sampling.grids import save_image_grid
 from multibeta.sampling.samplers import (
     Decoder,
     Denoiser,
     SigmaFn,
-    Solver,
-    Variant,
     as_runtime,
     decode_latents,
     eval_context,
     sample_latents,
 )
-from multibeta.sampling.spacing import Spacing, level_steps
+from multibeta.sampling.settings import SamplerSettings
+from multibeta.sampling.spacing import level_steps
 from multibeta.utils.bases import fit_basis
 from multibeta.utils.device import Runtime
 
@@ -39,6 +39,17 @@ logger = logging.getLogger(__name__)
 
 Encoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``encoder(x [N, C, H, W], t [N]) -> mu [N, d]``."""
+
+
+def spread_images(dataset: str | os.PathLike, split: str, n: int) -> torch.Tensor:
+    """``min(n, len(split))`` images of a dataset file's split, evenly spread over it, as float32
+    ``[n, C, H, W]`` in [0, 1].
+
+    Splits keep the factor-grid order of dSprites (the first images are all squares), so the
+    images for figures and scores are spread over the split: deterministic, covering every factor.
+    """
+    source = ImageDataset(dataset, split=split)
+    return source.tensor_batch(spread_positions(len(source), n))
 
 
 def encode_images(
@@ -65,26 +76,20 @@ def denoise_to_zero(
     model: Denoiser,
     sigma: SigmaFn,
     z: torch.Tensor,
+    settings: SamplerSettings,
     *,
     t_b: float,
-    variant: Variant,
-    steps: int,
-    eta: float,
-    solver: Solver,
-    spacing: Spacing,
-    seed: int,
-    batch_size: int,
     add_noise: bool = False,
     device: torch.device | str | Runtime = "cpu",
     progress: bool = True,
 ) -> torch.Tensor:
     """Run the sampler from level ``t_b`` to 0 on latents ``z`` ``[N, d]`` (real latent units).
 
-    Takes ``level_steps(steps, t_b)`` steps (the density of ``steps`` over [0, 1]); t_b = 0 is
-    the identity. ``add_noise`` starts from z + σ_{t_b} ξ instead of z. Returns ``[N, d]`` on
-    the CPU. Shared by sharpening and traversals.
+    Takes ``level_steps(settings.steps, t_b)`` steps (the density of ``steps`` over [0, 1]);
+    t_b = 0 is the identity. ``add_noise`` starts from z + σ_{t_b} ξ instead of z. Returns
+    ``[N, d]`` on the CPU. Shared by sharpening and traversals.
     """
-    if variant == "standard_ldm":
+    if settings.variant == "standard_ldm":
         raise ValueError(
             "sharpening and traversals need a multibeta or noise_only denoiser: standard_ldm "
             "models only t=0 latents; set sampling.sharpen.variant / sampling.traverse.variant"
@@ -92,9 +97,9 @@ def denoise_to_zero(
     if t_b <= 0.0:
         return z.detach().float().cpu()
     return sample_latents(
-        model, sigma, variant=variant, steps=level_steps(steps, t_b), eta=eta, solver=solver,
-        spacing=spacing, seed=seed, batch_size=batch_size, device=device, t_start=t_b,
-        z_start=z, add_start_noise=add_noise, final_mean=False, progress=progress,
+        model, sigma, replace(settings.sampler(), steps=level_steps(settings.steps, t_b)),
+        device=device, t_start=t_b, z_start=z, add_start_noise=add_noise, final_mean=False,
+        progress=progress,
     )
 
 
@@ -132,17 +137,11 @@ def sharpen(
     model: Denoiser,
     sigma: SigmaFn,
     images: torch.Tensor,
+    settings: SamplerSettings,
     *,
     levels: Sequence[float],
-    variant: Variant,
-    steps: int,
-    eta: float,
-    solver: Solver,
-    spacing: Spacing,
-    seed: int,
-    add_noise: bool,
+    add_noise: bool = False,
     device: torch.device | str | Runtime = "cpu",
-    batch_size: int = 256,
     progress: bool = True,
 ) -> SharpenResult:
     """Encode ``images`` at each level t_b, denoise from t_b to 0, decode.
@@ -151,12 +150,14 @@ def sharpen(
         encoder, decoder, model: the VAE's ``encode``/``decode_image`` and the denoiser.
         sigma: the VAE's σ(t).
         images: ``[B, C, H, W]`` in [0, 1].
+        settings: the sampler's settings; variant ``multibeta`` or ``noise_only``
+            (``standard_ldm`` has no t_b latents); ``steps`` count over the whole [0, 1], so
+            level t_b takes ``level_steps(steps, t_b)``; ``batch_size`` also batches the
+            encoder and decoder.
         levels: the levels t_b; t_b = 0 is the identity path D(E(x, 0), 0).
-        variant: ``multibeta`` or ``noise_only`` (``standard_ldm`` has no t_b latents).
-        steps: steps over the whole [0, 1]; level t_b takes ``level_steps(steps, t_b)``.
-        eta, solver, spacing, seed: sampler settings.
         add_noise: start from μ_{t_b} + σ_{t_b} ξ instead of μ_{t_b}.
     """
+    batch_size = settings.batch_size
     blurry, sharp, latents = [], [], []
     for t_b in levels:
         mu = encode_images(encoder, images, t_b, batch_size=batch_size, device=device)
@@ -164,9 +165,8 @@ def sharpen(
             decode_latents(decoder, mu, t=t_b, batch_size=batch_size, device=device, progress=False)
         )
         z0 = denoise_to_zero(
-            model, sigma, mu, t_b=t_b, variant=variant, steps=steps, eta=eta, solver=solver,
-            spacing=spacing, seed=seed, batch_size=batch_size, add_noise=add_noise,
-            device=device, progress=progress,
+            model, sigma, mu, settings, t_b=t_b, add_noise=add_noise, device=device,
+            progress=progress,
         )
         latents.append(z0)
         sharp.append(
@@ -296,38 +296,33 @@ def traverse(
     base: torch.Tensor,
     directions: Directions,
     values: torch.Tensor,
+    settings: SamplerSettings,
     *,
     t_b: float,
-    variant: Variant,
-    steps: int,
-    eta: float,
-    solver: Solver,
-    spacing: Spacing,
-    seed: int,
-    batch_size: int,
     device: torch.device | str | Runtime = "cpu",
     progress: bool = True,
 ) -> torch.Tensor:
     """Decoded traversal images ``[K, V, C, H, W]``.
 
     Latent (k, v) is ``base + values[v] · stds[k] · vectors[k]`` at level ``t_b``; it is
-    denoised from t_b to 0 (``level_steps(steps, t_b)`` steps) and decoded with D(·, 0).
+    denoised from t_b to 0 (``level_steps(settings.steps, t_b)`` steps) and decoded with D(·, 0).
 
     Args:
         base: the base latent ``[d]`` at level t_b (e.g. μ_{t_b}(x) of one image).
         directions: from :func:`dimension_directions` or :func:`pca_directions`.
         values: offsets in std units ``[V]``.
+        settings: the sampler's settings (variant ``multibeta`` or ``noise_only``);
+            ``batch_size`` also batches the decoder.
     """
     k, v = len(directions.vectors), len(values)
     offsets = values.float()[None, :, None] * (
         directions.stds.float()[:, None, None] * directions.vectors.float()[:, None, :]
     )
     z = (base.float().reshape(1, 1, -1) + offsets).reshape(k * v, -1)
-    z = denoise_to_zero(
-        model, sigma, z, t_b=t_b, variant=variant, steps=steps, eta=eta, solver=solver,
-        spacing=spacing, seed=seed, batch_size=batch_size, device=device, progress=progress,
+    z = denoise_to_zero(model, sigma, z, settings, t_b=t_b, device=device, progress=progress)
+    images = decode_latents(
+        decoder, z, t=0.0, batch_size=settings.batch_size, device=device, progress=False
     )
-    images = decode_latents(decoder, z, t=0.0, batch_size=batch_size, device=device, progress=False)
     logger.info("traversal %s: %d directions x %d values at t_b=%.3f", directions.name, k, v, t_b)
     return images.reshape(k, v, *images.shape[1:])
 

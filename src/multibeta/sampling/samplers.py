@@ -31,30 +31,25 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal, Sequence, TypeVar, get_args
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from multibeta.core.config import to_dict
 from multibeta.core.schedules import cosine_alpha_bar
-from multibeta.sampling.spacing import Spacing, time_grid
+from multibeta.sampling.config import SampleRunConfig
+from multibeta.sampling.settings import SOLVERS, VARIANTS, SamplerSettings, Solver, Variant
+from multibeta.sampling.spacing import time_grid
 from multibeta.utils.device import Runtime, eval_mode
 
-if TYPE_CHECKING:
-    from multibeta.sampling.config import SampleRunConfig
-
 logger = logging.getLogger(__name__)
-
-Variant = Literal["multibeta", "noise_only", "standard_ldm"]
-Solver = Literal["euler", "heun"]
-VARIANTS: tuple[str, ...] = get_args(Variant)
-SOLVERS: tuple[str, ...] = get_args(Solver)
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"]
 """``model(z [N, d], t [N]) -> (eps_hat [N, d], delta_hat [N, d] | None)``."""
 SigmaFn = Callable[[torch.Tensor], torch.Tensor]
-"""σ(t) for a float64 tensor of times (a :class:`~multibeta.diffusion.schedules.SigmaTable`)."""
+"""σ(t) for a float64 tensor of times (a :class:`~multibeta.core.schedules.SigmaTable`)."""
 Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``decoder(z [N, d], t [N]) -> images [N, C, H, W]`` in [0, 1]."""
 Predictor = Callable[[torch.Tensor, float], "tuple[torch.Tensor, torch.Tensor | None]"]
@@ -406,14 +401,8 @@ def eval_context(fn: object) -> contextlib.AbstractContextManager:
 def sample_latents(
     model: Denoiser,
     sigma: SigmaFn | None,
+    settings: SamplerSettings,
     *,
-    variant: Variant,
-    steps: int,
-    eta: float,
-    solver: Solver,
-    spacing: Spacing,
-    seed: int,
-    batch_size: int,
     n: int | None = None,
     dim: int | None = None,
     device: torch.device | str | Runtime = "cpu",
@@ -435,8 +424,8 @@ def sample_latents(
     Args:
         model: ``model(z [N, d], t [N]) -> (eps_hat, delta_hat | None)``.
         sigma: the VAE's σ(t) (ignored by ``standard_ldm``).
-        variant, steps, eta, solver, spacing, seed: the sampler settings (config ``sampling``).
-        batch_size: rows per forward pass (bounds memory; results do not depend on it).
+        settings: variant, steps, eta, solver, spacing, seed and batch_size (rows per forward
+            pass; bounds memory, results do not depend on it).
         n: number of samples (defaults to ``len(z_start)``).
         dim: latent size; defaults to ``model.latent_dim``; not needed with ``z_start``.
         device: a device or a :class:`Runtime` (whose autocast is used).
@@ -448,6 +437,7 @@ def sample_latents(
     """
     runtime = as_runtime(device)
     dev = runtime.device
+    variant, solver, batch_size = settings.variant, settings.solver, settings.batch_size
     if prior is not None and variant == "standard_ldm":
         raise ValueError(
             "variant standard_ldm starts from its exact N(0, I) prior; do not pass a fitted prior"
@@ -470,7 +460,7 @@ def sample_latents(
             raise ValueError("a prior is the start at t = 1: do not combine it with z_start/t_start")
         if prior.mean.shape != (dim,):
             raise ValueError(f"prior of dimension {tuple(prior.mean.shape)} for latents of size {dim}")
-    times = time_grid(steps, spacing, t_start=t_start, t_end=0.0)
+    times = time_grid(settings.steps, settings.spacing, t_start=t_start, t_end=0.0)
     sigmas = process.sigma(times).tolist()
     times_l = times.tolist()
     predict = make_predictor(model, process)
@@ -488,7 +478,7 @@ def sample_latents(
     with torch.no_grad(), eval_context(model), bar:
         for b in range(n_batches):
             lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-            noise = BlockNoise(seed, lo, hi, dim, dev)
+            noise = BlockNoise(settings.seed, lo, hi, dim, dev)
             if z_start is None:
                 x = sigmas[0] * noise() if prior is None else prior.transform(noise())
             else:
@@ -500,7 +490,7 @@ def sample_latents(
                 x,
                 times_l,
                 sigmas,
-                eta=eta,
+                eta=settings.eta,
                 solver=solver,
                 noise=noise,
                 final_mean=final_mean,
@@ -509,7 +499,7 @@ def sample_latents(
             z = process.to_latent(x).float()
             if not torch.isfinite(z).all():
                 raise FloatingPointError(
-                    f"sampling produced non-finite latents (variant {variant}, {steps} steps, "
+                    f"sampling produced non-finite latents (variant {variant}, {settings.steps} steps, "
                     f"solver {solver}); check the denoiser checkpoint and the sigma schedule"
                 )
             out[lo:hi] = z.cpu()
@@ -519,9 +509,9 @@ def sample_latents(
         n,
         variant,
         solver,
-        eta,
+        settings.eta,
         n_steps,
-        spacing,
+        settings.spacing,
         t_start,
         "standard" if prior is None else "fitted",
         time.perf_counter() - started,
@@ -605,9 +595,12 @@ def sample_run(
 ) -> SampleOutput:
     """One ``sampling.runs`` entry: sample ``run.n_samples`` latents, time it, optionally decode.
 
-    ``prior`` is the fitted start distribution; required when ``run.uses_fitted_prior``
-    (:meth:`GaussianPrior.fit` on the cached t = 1 latents). The timing covers the sampler only
-    (``samples_per_s``); decoding is timed separately.
+    ``run`` is the entry's sampler settings plus its own keys. ``prior`` is the fitted start
+    distribution; required when ``run.uses_fitted_prior`` (:meth:`GaussianPrior.fit` on the
+    cached t = 1 latents). The timing covers the sampler only (``samples_per_s``); decoding is
+    timed separately. The record (``SampleOutput.timing``) holds the run's name, its sampler
+    settings as they are, the start prior actually used, the sample count, the network
+    evaluations per sample and the timings.
     """
     if run.uses_fitted_prior and prior is None:
         raise ValueError(
@@ -618,26 +611,23 @@ def sample_run(
         lambda: sample_latents(
             model,
             sigma,
+            run,
             n=run.n_samples,
             dim=dim,
             device=device,
-            progress=progress,
+            final_mean=run.final_mean,
             prior=prior if run.uses_fitted_prior else None,
-            **run.sampler_kwargs(),
+            progress=progress,
         ),
         n_items=run.n_samples,
         device=device,
     )
     record: dict[str, float | int | str] = {
         "run": run.name,
-        "variant": run.variant,
-        "solver": run.solver,
-        "eta": run.eta,
-        "steps": run.steps,
-        "spacing": run.spacing,
+        **to_dict(run.sampler()),
+        "final_mean": run.final_mean,
         "prior": "fitted" if run.uses_fitted_prior else "standard",
         "n_samples": run.n_samples,
-        "batch_size": run.batch_size,
         "nfe_per_sample": nfe_per_sample(run.steps, run.solver),
         "sample_seconds": timing["seconds"],
         "samples_per_s": timing["items_per_s"],

@@ -10,12 +10,9 @@ A grid runs from ``t_start`` (1 for generation, t_b for sharpening) down to ``t_
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import torch
 
-Spacing = Literal["uniform", "quadratic"]
-SPACINGS: tuple[str, ...] = get_args(Spacing)
+from multibeta.sampling.settings import SPACINGS, Spacing
 
 
 def time_grid(

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from multibeta.core.config import from_section
+from multibeta.sampling.config import SamplingConfig
 from multibeta.workflow.config import ConfigError
 
 #: Images of the full procedural dSprites grid.
@@ -65,18 +67,8 @@ def _data(cfg: dict[str, Any]) -> None:
 
 
 def _sampling(cfg: dict[str, Any]) -> None:
-    sampling = cfg["sampling"]
-    names = [run["name"] for run in sampling["runs"]]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        _fail("sampling.runs", repeated, "run names must be unique (each names its output folder)",
-              "Rename the repeated runs.")
-    places = [(f"sampling.runs[{i}]", run) for i, run in enumerate(sampling["runs"])]
-    places += [("sampling.sharpen", sampling["sharpen"]), ("sampling.traverse", sampling["traverse"])]
-    for key, entry in places:
-        if entry.get("solver") == "heun" and entry.get("eta", 0.0) != 0.0:
-            _fail(f"{key}.eta", entry["eta"], "solver heun is deterministic, so eta must be 0",
-                  "Set eta: 0, or use solver: euler for a stochastic sampler.")
+    # the typed section's own checks: unique run names, and each sampler's (heun needs eta 0)
+    from_section(SamplingConfig, cfg["sampling"], "sampling")
 
 
 def _levels(cfg: dict[str, Any]) -> None:

@@ -94,6 +94,15 @@ def _set_defaults(validator_cls: type) -> type:
 _FillingValidator = _set_defaults(jsonschema.Draft202012Validator)
 
 
+def _allowed_keys(schema: dict[str, Any]) -> set[str]:
+    """Keys a mapping schema names: its properties and those of the schema file it ``$ref``s."""
+    keys = set(schema.get("properties", {}))
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and not ref.startswith("#"):
+        keys |= _allowed_keys(load_schema(ref))
+    return keys
+
+
 def _key_of(error: jsonschema.ValidationError) -> str:
     path = ".".join(str(p) for p in error.absolute_path)
     return path or "<top level>"
@@ -111,9 +120,8 @@ def validate(instance: dict[str, Any], schema_name: str = TOP_SCHEMA) -> dict[st
     if errors:
         error = jsonschema.exceptions.best_match(errors)
         hint = ""
-        if error.validator == "additionalProperties":
-            allowed = sorted(error.schema.get("properties", {}))
-            hint = f" Allowed keys here: {', '.join(allowed)}."
+        if error.validator in ("additionalProperties", "unevaluatedProperties"):
+            hint = f" Allowed keys here: {', '.join(sorted(_allowed_keys(error.schema)))}."
         raise ConfigError(f"invalid config at '{_key_of(error)}': {error.message}.{hint}")
     return instance
 
