@@ -7,15 +7,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from multibeta.core.config import from_section, to_dict
+from multibeta.core.config import Section
 from multibeta.core.levels import level_grid
 
 DeltaMethod = Literal["finite_difference", "jvp"]
 
 
 @dataclass(frozen=True)
-class CacheConfig:
+class CacheConfig(Section):
     """Options of the latent cache; see ``workflow/schemas/cache.schema.yaml``."""
+
+    SECTION = "cache"
 
     levels: int | tuple[float, ...]
     spacing: Literal["uniform", "denser_near_0"]
@@ -24,16 +26,8 @@ class CacheConfig:
     batch_size: int
     schedule_points: int
 
-    @classmethod
-    def from_section(cls, section: dict[str, Any]) -> CacheConfig:
-        """Build from a validated, fully defaulted ``cache`` section."""
-        return from_section(cls, section, "cache")
-
     def grid(self) -> np.ndarray:
         """The level times ``[K]`` (float64), t_0 = 0, t_{K-1} = 1."""
         levels = list(self.levels) if isinstance(self.levels, tuple) else self.levels
         return level_grid(levels, self.spacing)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The section as plain JSON-able data (tuples as lists)."""
-        return to_dict(self)

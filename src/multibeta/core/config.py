@@ -14,7 +14,7 @@ import dataclasses
 import inspect
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, ClassVar, Literal, TypeVar, Union
 
 T = TypeVar("T")
 
@@ -132,3 +132,21 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+class Section:
+    """Mixin of a top-level config section's dataclass: ``from_section`` and ``to_dict``.
+
+    Subclasses set ``SECTION`` to the section's key (``"vae"``), named in errors.
+    """
+
+    SECTION: ClassVar[str]
+
+    @classmethod
+    def from_section(cls: type[T], section: dict[str, Any]) -> T:
+        """Build from a validated, fully defaulted section (see :func:`from_section`)."""
+        return from_section(cls, section, cls.SECTION)  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as plain JSON-able data (tuples as lists), e.g. to record with results."""
+        return to_dict(self)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from multibeta.core.config import from_section, to_dict
+from multibeta.core.config import Section
 from multibeta.diffusion.process import TSampling, Weighting, WeightingParams
 
 
 @dataclass(frozen=True)
-class DiffusionConfig:
+class DiffusionConfig(Section):
     """Options of the Stage-2 denoiser and its training; see ``workflow/schemas/diffusion.schema.yaml``."""
+
+    SECTION = "diffusion"
 
     variants: tuple[str, ...]
     width: int
@@ -37,15 +39,7 @@ class DiffusionConfig:
     log_every: int
     seed: int
 
-    @classmethod
-    def from_section(cls, section: dict[str, Any]) -> DiffusionConfig:
-        """Build from a validated, fully defaulted ``diffusion`` section."""
-        return from_section(cls, section, "diffusion")
-
     @property
     def weighting_params(self) -> WeightingParams:
         return WeightingParams(min_snr_gamma=self.min_snr_gamma, snr_max=self.snr_max)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The section as plain JSON-able data (tuples as lists)."""
-        return to_dict(self)

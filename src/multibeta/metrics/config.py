@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from multibeta.core.config import from_section, to_dict
+from multibeta.core.config import Section
 
 FeatureSpaceName = Literal["inception", "factor_classifier"]
 DciEstimator = Literal["gbt", "random_forest", "logistic"]
@@ -105,8 +105,10 @@ class TadConfig:
 
 
 @dataclass(frozen=True)
-class MetricsConfig:
+class MetricsConfig(Section):
     """The whole ``metrics`` section; see ``workflow/schemas/metrics.schema.yaml``."""
+
+    SECTION = "metrics"
 
     seed: int
     levels: tuple[float, ...] | None
@@ -124,15 +126,6 @@ class MetricsConfig:
     factorvae: FactorVaeConfig
     sap: SapConfig
     tad: TadConfig
-
-    @classmethod
-    def from_section(cls, section: dict[str, Any]) -> "MetricsConfig":
-        """Build from a validated, fully defaulted ``metrics`` section."""
-        return from_section(cls, section, "metrics")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict (tuples as lists), e.g. to record with results."""
-        return to_dict(self)
 
 
 def select_levels(cached_t: np.ndarray, levels: tuple[float, ...] | None) -> np.ndarray:

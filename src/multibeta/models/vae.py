@@ -44,7 +44,20 @@ CONV_FORMAT = torch.channels_last
 ENCODE_CPU_ROWS = 64
 
 @dataclass(frozen=True)
-class VAEArch:
+class VAENetwork:
+    """The VAE's network sizes: the config section ``vae.arch`` (meanings in its schema)."""
+
+    channels: tuple[int, ...]
+    hidden_dim: int
+    res_blocks: int
+    time_frequencies: int
+    time_max_frequency: float
+    time_embed_dim: int
+    sigma_hidden: int
+
+
+@dataclass(frozen=True)
+class VAEArch(VAENetwork):
     """Everything that defines a :class:`MultiBetaVAE`: its network sizes and what t means.
 
     Stored in every VAE checkpoint as ``arch`` (:meth:`to_dict`); a checkpoint is loaded only
@@ -61,13 +74,6 @@ class VAEArch:
     sigma_schedule: str
     sigma_min: float
     sigma_max: float
-    channels: tuple[int, ...]
-    hidden_dim: int
-    res_blocks: int
-    time_frequencies: int
-    time_max_frequency: float
-    time_embed_dim: int
-    sigma_hidden: int
 
     def to_dict(self) -> dict[str, Any]:
         """The architecture as plain data (tuples as lists), as stored in checkpoints."""

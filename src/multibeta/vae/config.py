@@ -12,8 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from multibeta.core.config import ConfigError, from_section, to_dict
-from multibeta.models.vae import VAEArch
+from multibeta.core.config import ConfigError, Section
+from multibeta.models.vae import VAEArch, VAENetwork
 
 SigmaScheduleName = Literal["learned", "sinusoidal", "linear"]
 Reconstruction = Literal["bce", "l1_lpips"]
@@ -23,19 +23,6 @@ TSampling = Literal["uniform", "stratified"]
 #: Keys that change neither the trained weights nor the training trajectory; a resumed run
 #: may differ from its checkpoint in these.
 NON_TRAINING_KEYS = frozenset({"log_every", "checkpoint_every", "evaluation", "baseline_betas"})
-
-
-@dataclass(frozen=True)
-class ArchConfig:
-    """Network sizes (``vae.arch``). See the schema for meanings and defaults."""
-
-    channels: tuple[int, ...]
-    hidden_dim: int
-    res_blocks: int
-    time_frequencies: int
-    time_max_frequency: float
-    time_embed_dim: int
-    sigma_hidden: int
 
 
 @dataclass(frozen=True)
@@ -68,8 +55,10 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(Section):
     """The ``vae`` section as a typed object (see ``workflow/schemas/vae.schema.yaml``)."""
+
+    SECTION = "vae"
 
     seed: int
     latent_dim: int
@@ -95,20 +84,10 @@ class VAEConfig:
     log_every: int
     checkpoint_every: int
     baseline_betas: tuple[float, ...]
-    arch: ArchConfig
+    arch: VAENetwork
     lpips: LPIPSConfig
     gan: GANConfig
     evaluation: EvalConfig
-
-    @classmethod
-    def from_section(cls, d: dict[str, Any]) -> "VAEConfig":
-        """Build from a validated, defaulted ``vae`` section.
-
-        Raises:
-            ConfigError: keys missing or unknown (the section was not validated), or
-                inconsistent values (``beta_min >= beta_max``, ``fixed_beta`` out of range).
-        """
-        return from_section(cls, d, "vae")
 
     def check(self) -> None:
         """Cross-key checks the schema cannot express."""
@@ -129,10 +108,6 @@ class VAEConfig:
             raise ConfigError("vae.sigma_min must be smaller than vae.sigma_max")
         if len(self.arch.channels) > 6:
             raise ConfigError("vae.arch.channels: at most 6 levels (64x64 halves to 1x1)")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The section as plain JSON-able data (tuples become lists)."""
-        return to_dict(self)
 
     def with_fixed_beta(self, beta: float | None) -> "VAEConfig":
         """A copy with ``fixed_beta`` replaced (for baselines)."""
