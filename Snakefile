@@ -23,6 +23,7 @@ include: "workflow/rules/diffusion.smk"
 include: "workflow/rules/sampling.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/bundle.smk"
 
 
 rule all:

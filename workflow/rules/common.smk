@@ -177,6 +177,7 @@ def experiment_targets(exp):
     return [
         f"{RESULTS}/{exp}/report/report.md",
         f"{RESULTS}/{exp}/report/metrics.json",
+        f"{RESULTS}/{exp}/bundle",
     ]
 
 
@@ -265,3 +266,21 @@ def report_inputs(wildcards):
     if has_factors(exp):
         inputs["classifier"] = f"{classifier_dir(wildcards)}/accuracy.json"
     return inputs
+
+
+def bundle_inputs(wildcards):
+    """What rule export_bundle packs: the VAE, each denoiser with its training records, the
+    latent cache (σ_t table, start distribution, directions) and the report's numbers."""
+    base = f"{RESULTS}/{wildcards.exp}"
+    inputs = {
+        "vae": f"{base}/vae/model.pt",
+        "vae_log": f"{base}/vae/train_log.csv",
+        "cache": f"{base}/cache/latents.h5",
+        "metrics": f"{base}/report/metrics.json",
+    }
+    for v in variants_of(wildcards.exp):
+        inputs[f"denoiser_{v}"] = f"{base}/diffusion/{v}/model.pt"
+        inputs[f"log_{v}"] = f"{base}/diffusion/{v}/train_log.csv"
+        inputs[f"losses_{v}"] = f"{base}/diffusion/{v}/loss_curves.png"
+    return inputs
+

@@ -19,6 +19,7 @@ import yaml
 from multibeta.bundle.card import model_card
 from multibeta.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entries
 from multibeta.cache.latent_cache import LatentCache
+from multibeta.sampling.edit import Directions, basis_directions
 from multibeta.sampling.samplers import GaussianPrior
 from multibeta.utils.io import file_sha256
 from multibeta.utils.versions import collect_versions
@@ -31,6 +32,8 @@ LATENT_SPACE_FILE = "latent_space.pt"
 CONFIG_FILE = "config.yaml"
 CARD_FILE = "MODEL_CARD.md"
 METRICS_FILE = "metrics.json"
+DIRECTIONS_FILE = "directions.pt"
+TRAINING_DIR = "training"
 
 
 def latent_space(cache: LatentCache) -> dict[str, Any]:
@@ -57,6 +60,25 @@ def latent_space(cache: LatentCache) -> dict[str, Any]:
     }
 
 
+def edit_directions(
+    cache: LatentCache, t_b: float, n: int, *, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Edit directions of the latents at level ``t_b`` (training rows), by family.
+
+    ``pca`` and ``ica``: the top ``n`` principal / independent directions (as the traversals),
+    named by index (``pca:0``). Each entry: ``names``, ``labels``, unit ``vectors [K, d]``,
+    ``stds [K]`` (the latents' std along each, one edit unit) and ``t_b``.
+    """
+    rows = torch.as_tensor(cache.rows("train"))
+    latents = cache.mu_at(rows, torch.full((len(rows),), float(t_b), dtype=torch.float64)).float().cpu()
+    out = {}
+    for family in ("pca", "ica"):
+        found: Directions = basis_directions(latents, family, n, seed=seed)
+        out[family] = {"names": [str(k) for k in range(len(found.labels))], "labels": found.labels,
+                       "vectors": found.vectors, "stds": found.stds, "t_b": float(t_b)}
+    return out
+
+
 def export_bundle(
     out_dir: str | os.PathLike,
     *,
@@ -66,6 +88,9 @@ def export_bundle(
     cache_path: str | os.PathLike,
     config: dict[str, Any],
     metrics_path: str | os.PathLike | None = None,
+    training_files: dict[str, str | os.PathLike] | None = None,
+    directions_t_b: float | None = None,
+    n_directions: int = 8,
 ) -> Path:
     """Write the bundle of one experiment to ``out_dir`` (replacing an older one atomically).
 
@@ -78,6 +103,11 @@ def export_bundle(
         config: the experiment's resolved config.
         metrics_path: the report's ``metrics.json`` (its headline numbers go into the model
             card and the file itself into the bundle), or None.
+        training_files: ``{name: path}`` of training records copied to ``training/<name>``
+            (train logs, loss curves): an experiment started from the bundle plots them.
+        directions_t_b: level of the edit directions stored with the bundle
+            (:func:`edit_directions`); None stores none.
+        n_directions: directions per family.
 
     Raises:
         VAEMismatchError: the cache was built from another VAE checkpoint.
@@ -101,6 +131,13 @@ def export_bundle(
         for variant, path in sorted(denoiser_paths.items()):
             shutil.copyfile(path, tmp / DENOISER_DIR / f"{variant}.pt")
         torch.save(latent_space(cache), tmp / LATENT_SPACE_FILE)
+        if directions_t_b is not None:
+            torch.save(edit_directions(cache, directions_t_b, n_directions,
+                                       seed=int(config.get("metrics", {}).get("seed", 0))),
+                       tmp / DIRECTIONS_FILE)
+        for name, path in sorted((training_files or {}).items()):
+            (tmp / TRAINING_DIR).mkdir(exist_ok=True)
+            shutil.copyfile(path, tmp / TRAINING_DIR / name)
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
         metrics = None
         if metrics_path is not None:

@@ -12,7 +12,9 @@ from typing import Any
 import torch
 import yaml
 
-from multibeta.bundle.export import CARD_FILE, CONFIG_FILE, DENOISER_DIR, LATENT_SPACE_FILE, VAE_FILE
+from multibeta.bundle.export import (
+    CARD_FILE, CONFIG_FILE, DENOISER_DIR, DIRECTIONS_FILE, LATENT_SPACE_FILE, VAE_FILE,
+)
 from multibeta.bundle.manifest import BundleError, read_manifest, verify_files, version_differences
 from multibeta.models.vae import MultiBetaVAE, load_vae
 from multibeta.sampling.samplers import GaussianPrior
@@ -99,3 +101,34 @@ class Bundle:
         """The fitted start distribution of z_1 that the pipeline's ``prior: fitted`` runs use."""
         space = self.latent_space
         return GaussianPrior(mean=space["prior_mean"], scale_tril=space["prior_scale_tril"])
+
+    @cached_property
+    def directions(self) -> dict[str, dict[str, Any]]:
+        """Edit directions by family: ``{family: {"names", "labels", "vectors" [K, d], "stds" [K],
+        "t_b"}}`` (empty when the bundle has none)."""
+        path = self.root / DIRECTIONS_FILE
+        if not path.exists():
+            return {}
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def direction_names(self) -> dict[str, list[str]]:
+        """``{family: [name, ...]}`` of the directions a ``FAMILY:NAME`` spec can pick."""
+        return {family: list(d["names"]) for family, d in self.directions.items()}
+
+    def direction(self, spec: str) -> tuple[torch.Tensor, float]:
+        """The unit direction ``[d]`` named ``FAMILY:NAME`` (``attribute:scale``, ``pca:0``) and
+        the std of the latents along it (one edit unit).
+
+        Raises:
+            BundleError: unknown family or name (the message lists the known ones).
+        """
+        family, _, name = spec.partition(":")
+        known = self.direction_names()
+        if family not in known or name not in known[family]:
+            listing = "; ".join(f"{f}: {', '.join(n)}" for f, n in known.items()) or "none"
+            raise BundleError(f"bundle {self.root} has no direction {spec!r}; it has {listing}. "
+                              "Give FAMILY:NAME, or a .pt/.npy file holding one vector.")
+        d = self.directions[family]
+        k = list(d["names"]).index(name)
+        return d["vectors"][k].float(), float(d["stds"][k])
+

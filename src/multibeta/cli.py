@@ -1,0 +1,180 @@
+"""multibeta: use a trained experiment's bundle without the pipeline.
+
+    multibeta info results/default/bundle
+    multibeta sample results/default/bundle -n 32 --out samples.png
+    multibeta sharpen results/default/bundle img1.png img2.png --t-b 0.75 --out sharp.png
+    multibeta interpolate results/default/bundle a.png b.png --t-b 0.75 -n 8 --out path.png
+    multibeta edit results/default/bundle img.png --direction attribute:scale \\
+        --amounts -2 -1 0 1 2 --t-b 0.75 --out scale.png
+
+Every command checks the bundle's files against its manifest first and stops with a message
+naming what is wrong (exit status 2). ``multibeta <command> --help`` lists each one's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from multibeta.bundle.manifest import BundleError
+from multibeta.core.config import ConfigError
+
+logger = logging.getLogger("multibeta.cli")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", type=Path, help="bundle folder (results/<experiment>/bundle)")
+    parser.add_argument("--variant", default="multibeta",
+                        help="denoiser: multibeta (default), noise_only or standard_ldm")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the SHA-256 check of the bundle's files (faster on large bundles)")
+
+
+def _sampler(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sampler (default: the experiment's first run of the variant)")
+    group.add_argument("--steps", type=int, help="reverse steps over [0, 1]")
+    group.add_argument("--eta", type=float, help="step noise, 0 deterministic to 1 ancestral")
+    group.add_argument("--solver", choices=["euler", "heun"])
+    group.add_argument("--spacing", choices=["uniform", "quadratic"])
+    group.add_argument("--seed", type=int)
+
+
+def _out(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--out", type=Path, default=Path(default), help=f"PNG grid to write (default {default})")
+    parser.add_argument("--tensor", type=Path, default=None,
+                        help="also save the images as a torch tensor file ([N, C, 64, 64] in [0, 1])")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``multibeta`` argument parser (one subcommand per API method)."""
+    parser = argparse.ArgumentParser(
+        prog="multibeta", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="A bundle is written by the pipeline's rule export_bundle "
+               "(snakemake results/<experiment>/bundle).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="check a bundle and print its model card")
+    p.add_argument("bundle", type=Path)
+
+    p = sub.add_parser("sample", help="draw new images (reverse process from t = 1, decoded at t = 0)")
+    _common(p), _sampler(p), _out(p, "samples.png")
+    p.add_argument("-n", type=int, default=16, help="how many images (default 16)")
+    p.add_argument("--prior", choices=["fitted", "standard"], default="fitted",
+                   help="start distribution of z_1 (default fitted, as the pipeline's runs)")
+    p.add_argument("--cols", type=int, default=8, help="images per grid row")
+
+    p = sub.add_parser("sharpen", help="encode images at t_b (blurred), denoise to t = 0, decode")
+    _common(p), _sampler(p), _out(p, "sharpened.png")
+    p.add_argument("images", nargs="+", type=Path, help="image files (any size; resized to 64x64)")
+    p.add_argument("--t-b", type=float, default=0.75, help="level to start from (default 0.75)")
+
+    p = sub.add_parser("interpolate", help="a path between two images through the t_b latent space")
+    _common(p), _sampler(p), _out(p, "interpolation.png")
+    p.add_argument("a", type=Path), p.add_argument("b", type=Path)
+    p.add_argument("--t-b", type=float, default=0.75, help="level of the interpolation (default 0.75)")
+    p.add_argument("-n", type=int, default=8, help="images on the path, both ends included (default 8)")
+
+    p = sub.add_parser("edit", help="move images along a latent direction at t_b, then denoise")
+    _common(p), _sampler(p), _out(p, "edit.png")
+    p.add_argument("images", nargs="+", type=Path, help="image files")
+    p.add_argument("--direction", required=True,
+                   help="FAMILY:NAME from the bundle's directions (e.g. attribute:scale, pca:0; "
+                        "`multibeta info` lists them), or a .pt/.npy file holding one [d] vector")
+    p.add_argument("--amounts", type=float, nargs="+", default=[-2.0, -1.0, 0.0, 1.0, 2.0],
+                   help="steps along the direction, in standard deviations of the latents' "
+                        "projection for bundle directions, raw units for a file (default -2 -1 0 1 2)")
+    p.add_argument("--t-b", type=float, default=0.75, help="level of the edit (default 0.75)")
+    return parser
+
+
+def _settings(mb, args: argparse.Namespace):
+    changes = {k: getattr(args, k) for k in ("steps", "eta", "solver", "spacing", "seed")
+               if getattr(args, k, None) is not None}
+    if changes.get("solver") == "heun" and "eta" not in changes:
+        changes["eta"] = 0.0
+    return mb.with_settings(**changes)
+
+
+def _save(mb, images: torch.Tensor, args: argparse.Namespace, *, n_cols: int, title: str) -> None:
+    mb.save_grid(images, args.out, n_cols=n_cols, title=title)
+    print(f"wrote {args.out} ({len(images)} images)")
+    if args.tensor is not None:
+        args.tensor.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(images, args.tensor)
+        print(f"wrote {args.tensor}")
+
+
+def run(args: argparse.Namespace) -> None:
+    """Execute one parsed command (raises BundleError/ConfigError/ValueError on bad input)."""
+    from multibeta.api import MultiBeta  # noqa: PLC0415  (torch-heavy; --help stays fast)
+    from multibeta.bundle.load import Bundle  # noqa: PLC0415
+
+    if args.command == "info":
+        bundle = Bundle.open(args.bundle)
+        print(bundle.model_card)
+        print(f"files: {len(bundle.manifest['files'])}, all SHA-256 verified; variants: {bundle.variants}")
+        for family, names in bundle.direction_names().items():
+            print(f"directions {family}: {', '.join(names)}")
+        for line in bundle.version_warnings:
+            print(f"note: {line}")
+        return
+    mb = MultiBeta.load(args.bundle, variant=args.variant, device=args.device, verify=not args.no_verify)
+    mb.progress = True
+    settings = _settings(mb, args)
+    what = f"{args.variant}, {settings.solver}, {settings.steps} steps, eta={settings.eta:g}"
+    if args.command == "sample":
+        images = mb.sample(args.n, settings, prior=args.prior)
+        _save(mb, images, args, n_cols=args.cols, title=f"samples: {what}")
+    elif args.command == "sharpen":
+        x = mb.load_images(args.images)
+        blurred = mb.decode(mb.encode(x, args.t_b), args.t_b)
+        sharp = mb.sharpen(x, args.t_b, settings)
+        rows = torch.stack([x, blurred, sharp], 1).flatten(0, 1)
+        _save(mb, rows, args, n_cols=3,
+              title=f"input | decoded at t_b={args.t_b:g} | denoised to 0 ({what})")
+    elif args.command == "interpolate":
+        images = mb.interpolate([args.a], [args.b], args.t_b, args.n, settings)
+        _save(mb, images, args, n_cols=args.n, title=f"interpolation at t_b={args.t_b:g} ({what})")
+    elif args.command == "edit":
+        direction, scale = _direction(mb, args.direction)
+        x = mb.load_images(args.images)
+        edited = [mb.edit(x, direction, a * scale, args.t_b, settings) for a in args.amounts]
+        rows = torch.stack(edited, 1).flatten(0, 1)
+        _save(mb, rows, args, n_cols=len(args.amounts),
+              title=f"{args.direction}: amounts {args.amounts} at t_b={args.t_b:g}")
+
+
+def _direction(mb, spec: str) -> tuple[torch.Tensor, float]:
+    """A direction ``[d]`` and the scale of one amount unit, from the bundle or a file."""
+    path = Path(spec)
+    if path.suffix in (".pt", ".npy") and path.exists():
+        import numpy as np  # noqa: PLC0415
+
+        vec = torch.load(path, weights_only=True) if path.suffix == ".pt" else torch.from_numpy(np.load(path))
+        return torch.as_tensor(vec, dtype=torch.float32).reshape(-1), 1.0
+    return mb.bundle.direction(spec)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``multibeta`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(args)
+    except (BundleError, ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"multibeta {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+# Export a trained experiment as one self-contained, verifiable bundle (models, σ_t table, start
+# distribution, edit directions, config, versions, model card, SHA-256 of every file).
+
+
+rule export_bundle:
+    input:
+        unpack(bundle_inputs),
+    output:
+        bundle=directory(out("bundle")),
+    params:
+        # everything but `compute`, which never changes results
+        config=lambda w: canonical({k: v for k, v in cfg(w).items() if k != "compute"}),
+        directions_t_b=lambda w: cfg(w)["sampling"]["traverse"]["t_b"],
+        n_directions=lambda w: cfg(w)["sampling"]["traverse"]["n_pca"],
+    log:
+        log_path("export_bundle"),
+    benchmark:
+        bench_path("export_bundle")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    script:
+        "../scripts/export_bundle.py"
