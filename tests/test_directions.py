@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from multibeta.sampling.settings import SamplerSettings
+
 from multibeta.data.dsprites import FACTOR_NAMES, FACTOR_SIZES
 from multibeta.metrics.edits import (
     EditScores,
@@ -292,10 +294,10 @@ def test_denoise_function_at_level_zero_is_the_identity():
     def model(z, t):  # never called at t_b = 0
         raise AssertionError("the denoiser must not run at t_b = 0")
 
-    sampler = {"variant": "multibeta", "steps": 4, "eta": 0.0, "solver": "euler",
-               "spacing": "uniform", "seed": 0, "batch_size": 8}
+    settings = SamplerSettings(variant="multibeta", steps=4, eta=0.0, solver="euler",
+                               spacing="uniform", seed=0, batch_size=8)
     z = torch.randn(3, 4)
-    denoise = denoise_function(model, lambda t: t, t_b=0.0, sampler=sampler)
+    denoise = denoise_function(model, lambda t: t, t_b=0.0, settings=settings)
     assert torch.equal(denoise(z), z)
     pipe = edit_pipeline(lambda x, t: x, lambda z, t: z, t=0.0, denoise=denoise, batch_size=2)
     assert torch.allclose(pipe.render(z.clamp(0, 1)), z.clamp(0, 1))

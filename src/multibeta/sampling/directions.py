@@ -44,6 +44,7 @@ import torch
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import r2_score
 
+from multibeta.sampling.settings import SamplerSettings
 from multibeta.sampling.edit import Directions, Encoder, denoise_to_zero, encode_images
 from multibeta.sampling.samplers import Decoder, Denoiser, SigmaFn, decode_latents
 from multibeta.utils.device import Runtime
@@ -397,20 +398,20 @@ def denoise_function(
     sigma: SigmaFn,
     *,
     t_b: float,
-    sampler: Mapping[str, Any],
+    settings: SamplerSettings,
+    add_noise: bool = False,
     device: torch.device | str | Runtime = "cpu",
 ) -> LatentMap:
     """``z [N, d] at level t_b -> z_0 [N, d]``: the sampler run from t_b to 0.
 
-    The only call of :func:`multibeta.sampling.edit.denoise_to_zero` here. ``sampler`` holds its
-    keyword arguments besides ``z``/``t_b``/``device`` (variant, steps, eta, solver, spacing,
-    seed, batch_size, add_noise). The noise of row i depends only on the seed and i, so two
-    calls on equally long inputs (an edited set and its unedited twin) draw the same noise.
+    The only call of :func:`multibeta.sampling.edit.denoise_to_zero` here, with the sampler's
+    ``settings``. The noise of row i depends only on the seed and i, so two calls on equally
+    long inputs (an edited set and its unedited twin) draw the same noise.
     """
-    settings = dict(sampler)
 
     def denoise(z: torch.Tensor) -> torch.Tensor:
-        return denoise_to_zero(model, sigma, z, t_b=t_b, device=device, progress=False, **settings)
+        return denoise_to_zero(model, sigma, z, settings, t_b=t_b, add_noise=add_noise,
+                               device=device, progress=False)
 
     return denoise
 
