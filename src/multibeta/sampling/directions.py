@@ -44,9 +44,9 @@ import torch
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import r2_score
 
-from multibeta.sampling.settings import SamplerSettings
 from multibeta.sampling.edit import Directions, Encoder, denoise_to_zero, encode_images
 from multibeta.sampling.samplers import Decoder, Denoiser, SigmaFn, decode_latents
+from multibeta.sampling.settings import SamplerSettings
 from multibeta.utils.device import Runtime
 
 logger = logging.getLogger(__name__)
