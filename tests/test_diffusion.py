@@ -302,6 +302,21 @@ def test_resume_state_of_another_config_is_kept_as_stale(
     assert trainer.try_resume() and trainer.step == 4
 
 
+def test_learning_rate_warms_up_then_decays_to_its_floor(cache_path: Path, tmp_path: Path) -> None:
+    def rates(**over) -> list[float]:
+        cfg = config(steps=20, warmup_steps=4, lr=1e-3, **over)
+        trainer = DiffusionTrainer(cfg, variant="noise_only", cache=LatentCache(cache_path), runtime=CPU,
+                                   **paths(tmp_path))
+        return [trainer.learning_rate(s) for s in range(21)]
+
+    cosine = rates(min_lr_ratio=0.1)
+    assert cosine[:5] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])  # decay starts after warm-up
+    assert cosine[12] == pytest.approx(0.55e-3) and cosine[20] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(cosine[3:], cosine[4:]))
+    assert rates()[20] == 0.0  # the default floor
+    assert rates(lr_schedule="constant", min_lr_ratio=0.1)[4:] == [1e-3] * 17
+
+
 def test_trains_from_chunked_cache_under_bf16_autocast(cache_path: Path, tmp_path: Path) -> None:
     runtime = Runtime(device=torch.device("cpu"), amp_dtype=torch.bfloat16, pin_memory=False)
     cache = LatentCache(cache_path, in_memory=False)

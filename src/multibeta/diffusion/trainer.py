@@ -18,7 +18,6 @@ Outputs (their paths come from the caller; the rule ``train_diffusion`` puts the
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from multibeta.cache.latent_cache import CacheStatistics, LatentCache
+from multibeta.core.schedules import lr_factor
 from multibeta.diffusion.config import DiffusionConfig
 from multibeta.diffusion.process import (
     Batch,
@@ -224,13 +224,11 @@ class DiffusionTrainer:
     # -- one step -------------------------------------------------------------------------
 
     def learning_rate(self, step: int) -> float:
-        """Linear warm-up, then constant or cosine decay to 0 at ``cfg.steps``."""
+        """The rate of step ``step`` (0-based): linear warm-up, then constant or cosine decay
+        from ``lr`` to ``lr · min_lr_ratio`` at ``cfg.steps`` (:func:`~multibeta.core.schedules.lr_factor`)."""
         cfg = self.cfg
-        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
-        if cfg.lr_schedule == "cosine":
-            progress = min(1.0, step / max(cfg.steps, 1))
-            return cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return cfg.lr * warm
+        return cfg.lr * lr_factor(step, warmup=cfg.warmup_steps, total=cfg.steps,
+                                  floor=cfg.min_lr_ratio, decay=cfg.lr_schedule)
 
     def sample_batch(self) -> Batch:
         """Random cache rows, times and noise (vectorised, from the trainer's generator)."""
