@@ -48,11 +48,12 @@ sys.path.insert(0, str(REPO / "src"))
 from multibeta.cache.latent_cache import LatentCache  # noqa: E402
 from multibeta.data.h5io import ImageDataset  # noqa: E402
 from multibeta.diffusion.config import DiffusionConfig  # noqa: E402
-from multibeta.diffusion.trainer import load_denoiser, train_diffusion  # noqa: E402
+from multibeta.diffusion.trainer import train_diffusion  # noqa: E402
 from multibeta.metrics.config import MetricsConfig  # noqa: E402
 from multibeta.metrics.factor_classifier import load_factor_classifier  # noqa: E402
 from multibeta.metrics.fidelity import compute_fidelity, factor_classifier_feature_space  # noqa: E402
 from multibeta.metrics.render_consistency import score_images  # noqa: E402
+from multibeta.models.loading import load_denoiser  # noqa: E402
 from multibeta.models.vae import load_vae  # noqa: E402
 from multibeta.sampling.samplers import GaussianPrior, decode_latents, sample_latents  # noqa: E402
 from multibeta.sampling.settings import SamplerSettings  # noqa: E402
@@ -185,7 +186,8 @@ def run_fix(exp: Experiment, name: str, n: int) -> dict[str, Any]:
     cfg = DiffusionConfig.from_section(section_defaults("diffusion", overrides))
     out_dir = OUT_DIR / "generation_gap_models" / name
     start = time.perf_counter()
-    path = train_diffusion(cfg, variant="multibeta", cache=exp.cache, out_dir=out_dir, runtime=exp.runtime)
+    path = train_diffusion(cfg, variant="multibeta", cache=exp.cache, model_path=out_dir / "model.pt",
+                           log_csv=out_dir / "train_log.csv", runtime=exp.runtime)
     train_s = time.perf_counter() - start
     model = exp.denoiser("multibeta", path)
     return {"overrides": FIXES[name], "train_s": train_s,

@@ -27,6 +27,7 @@ Writes ``benchmarks/results/stage_profile_<label>.json`` and, with ``--compare``
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -167,8 +168,8 @@ def profile_stages(args: argparse.Namespace) -> dict[str, Any]:
     diff_runtime = select_runtime(args.device, "auto", threads=1)
     diff_cfg = DiffusionConfig.from_section(section_defaults("diffusion", {"steps": 3000}))
     cache = LatentCache(cache_path)
-    diff = DiffusionTrainer(diff_cfg, variant="multibeta", cache=cache, out_dir=work / "diffusion",
-                            runtime=diff_runtime)
+    diff = DiffusionTrainer(diff_cfg, variant="multibeta", cache=cache,
+                            model_path=work / "diffusion" / "model.pt", log_csv=None, runtime=diff_runtime)
     sample_time = [0.0]
     draw = diff.sample_batch
 
@@ -186,7 +187,7 @@ def profile_stages(args: argparse.Namespace) -> dict[str, Any]:
 
     # --- sampling and decoding ---------------------------------------------------------
     runtime = select_runtime(args.device, "auto", threads=gpu_threads)
-    model = diff.ema.eval()
+    model = diff.ema.copy_to(copy.deepcopy(diff.model)).eval()
     sigma = cache.sigma_table()
 
     def sample_step() -> torch.Tensor:

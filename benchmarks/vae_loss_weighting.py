@@ -27,12 +27,13 @@ import torch
 
 from multibeta.data.dsprites import generate_dsprites
 from multibeta.models.vae import load_vae
+from multibeta.training.errors import NonFiniteLossError
 from multibeta.utils.device import select_runtime
 from multibeta.utils.io import write_json
 from multibeta.utils.versions import collect_versions
 from multibeta.vae.config import VAEConfig
 from multibeta.vae.evaluation import evaluate_levels
-from multibeta.vae.trainer import NonFiniteLossError, train_vae
+from multibeta.vae.trainer import train_vae
 from multibeta.workflow.config import section_defaults
 
 logger = logging.getLogger("benchmarks.vae_loss_weighting")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,18 +13,13 @@ import torch
 from torch import nn
 
 from multibeta.cache import CacheConfig, LatentCache, VAEMismatchError, build_cache
-from multibeta.diffusion import trainer as trainer_mod
 from multibeta.diffusion.config import DiffusionConfig
 from multibeta.diffusion.plots import plot_training_curves, read_train_log
 from multibeta.diffusion.process import WeightingParams, get_weighting, sample_t
-from multibeta.diffusion.trainer import (
-    DiffusionTrainer,
-    NonFiniteLossError,
-    check_denoiser_vae,
-    load_denoiser,
-    train_diffusion,
-)
+from multibeta.diffusion.trainer import DiffusionTrainer, train_diffusion
 from multibeta.models.denoiser import LatentDenoiser
+from multibeta.models.loading import DenoiserVAEMismatchError, check_denoiser_vae, load_denoiser
+from multibeta.training.errors import NonFiniteLossError
 from multibeta.utils.device import Runtime
 from multibeta.workflow.config import section_defaults
 
@@ -63,6 +60,15 @@ def cache_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         metadata={"split": split},
     )
     return path
+
+
+def paths(folder: Path) -> dict[str, Any]:
+    """The trainer's output paths in ``folder``, named as the rule train_diffusion names them."""
+    return {
+        "model_path": folder / "model.pt",
+        "log_csv": folder / "train_log.csv",
+        "state_path": folder / "resume.pt",
+    }
 
 
 def config(**overrides) -> DiffusionConfig:
@@ -131,7 +137,7 @@ def test_weightings_and_t_sampling() -> None:
 def test_loss_falls(cache_path: Path, tmp_path: Path) -> None:
     # λ_Δ = 1 so the Δ head gets as much gradient as the ε head within 300 steps.
     cfg = config(steps=300, lr=3e-3, log_every=25, checkpoint_every=1000, lr_schedule="constant", lambda_delta=1.0)
-    train_diffusion(cfg, variant="multibeta", cache=cache_path, out_dir=tmp_path, runtime=CPU)
+    train_diffusion(cfg, variant="multibeta", cache=cache_path, **paths(tmp_path), runtime=CPU)
     log = read_train_log(tmp_path / "train_log.csv")
     assert [r["step"] for r in log] == list(range(25, 301, 25))
     assert log[-1]["loss"] < 0.6 * log[0]["loss"]
@@ -146,11 +152,12 @@ def test_each_variant_trains_saves_and_loads(
         config(),
         variant=variant,
         cache=cache_path,
-        out_dir=tmp_path,
+        **paths(tmp_path),
         runtime=CPU,
         vae_sha256=HASH_A,
     )
     assert out == tmp_path / "model.pt" and not (tmp_path / "resume.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "train_log.csv"]
     model, ckpt = load_denoiser(out)
     assert ckpt["variant"] == variant and ckpt["vae_sha256"] == HASH_A and ckpt["latent_dim"] == D
     assert ckpt["step"] == 20 and not model.training
@@ -176,12 +183,12 @@ def test_each_variant_trains_saves_and_loads(
 
 def test_denoiser_from_other_vae_is_refused(cache_path: Path, tmp_path: Path) -> None:
     out = train_diffusion(
-        config(steps=2), variant="noise_only", cache=cache_path, out_dir=tmp_path, runtime=CPU
+        config(steps=2), variant="noise_only", cache=cache_path, **paths(tmp_path), runtime=CPU
     )
     _, ckpt = load_denoiser(out)
     check_denoiser_vae(ckpt, HASH_A)
     with pytest.raises(
-        VAEMismatchError, match=f"{HASH_A}.*{HASH_B}.*cache_latents and train_diffusion"
+        DenoiserVAEMismatchError, match=f"{HASH_A}.*{HASH_B}.*cache_latents and train_diffusion"
     ):
         check_denoiser_vae(ckpt, HASH_B)
     with pytest.raises(VAEMismatchError, match="cache_latents"):
@@ -189,7 +196,7 @@ def test_denoiser_from_other_vae_is_refused(cache_path: Path, tmp_path: Path) ->
             config(steps=2),
             variant="noise_only",
             cache=cache_path,
-            out_dir=tmp_path / "b",
+            **paths(tmp_path / "b"),
             runtime=CPU,
             vae_sha256=HASH_B,
         )
@@ -198,14 +205,14 @@ def test_denoiser_from_other_vae_is_refused(cache_path: Path, tmp_path: Path) ->
 def test_resume_is_bitwise_identical(cache_path: Path, tmp_path: Path) -> None:
     cfg = config(steps=12, dropout=0.1, checkpoint_every=100, log_every=4)
     train_diffusion(
-        cfg, variant="multibeta", cache=cache_path, out_dir=tmp_path / "full", runtime=CPU
+        cfg, variant="multibeta", cache=cache_path, **paths(tmp_path / "full"), runtime=CPU
     )
     assert (
         train_diffusion(
             cfg,
             variant="multibeta",
             cache=cache_path,
-            out_dir=tmp_path / "split",
+            **paths(tmp_path / "split"),
             runtime=CPU,
             stop_at=6,
         )
@@ -215,7 +222,7 @@ def test_resume_is_bitwise_identical(cache_path: Path, tmp_path: Path) -> None:
         tmp_path / "split" / "model.pt"
     ).exists()
     train_diffusion(
-        cfg, variant="multibeta", cache=cache_path, out_dir=tmp_path / "split", runtime=CPU
+        cfg, variant="multibeta", cache=cache_path, **paths(tmp_path / "split"), runtime=CPU
     )
     _, a = load_denoiser(tmp_path / "full" / "model.pt")
     _, b = load_denoiser(tmp_path / "split" / "model.pt")
@@ -249,14 +256,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     _poison_noise(monkeypatch, float("nan"), from_step=12)
     with pytest.raises(NonFiniteLossError) as err:
         train_diffusion(
-            config(), variant="multibeta", cache=cache_path, out_dir=tmp_path, runtime=CPU
+            config(), variant="multibeta", cache=cache_path, **paths(tmp_path), runtime=CPU
         )
     message = str(err.value)
     # batch 13 (step index 12) is the first poisoned one: step 13, found at the log window of step 15
     assert "non-finite eps_loss, delta_loss, loss first at training step 13 (found at step 15)" in message
     assert "diffusion.lr" in message and "diffusion.lambda_delta" in message and "fp32" in message
-    assert "the config must change" in message
-    assert f"{tmp_path / 'resume.pt'} holds step 10" in message
+    assert "a rerun with this config stops here again: the config must change" in message
+    assert f"{tmp_path / 'resume.pt'} holds the state of step 10" in message and "resume.stale" in message
     assert not (tmp_path / "model.pt").exists()
     state = torch.load(tmp_path / "resume.pt", weights_only=False)
     assert state["step"] == 10 and all(torch.isfinite(v).all() for v in state["model"].values())
@@ -266,35 +273,55 @@ def test_nan_before_any_checkpoint_says_none_was_written(
     cache_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _poison_noise(monkeypatch, float("inf"))
-    with pytest.raises(NonFiniteLossError, match="first at training step 1 .*Checkpoint: none was written"):
+    with pytest.raises(NonFiniteLossError, match=r"first at training step 1 .*diffusion\.snr_max = .*Checkpoint: none was written"):
         train_diffusion(
-            config(weighting="min_snr"), variant="noise_only", cache=cache_path, out_dir=tmp_path, runtime=CPU
+            config(weighting="min_snr"), variant="noise_only", cache=cache_path, **paths(tmp_path), runtime=CPU
         )
     assert not (tmp_path / "resume.pt").exists() and not (tmp_path / "model.pt").exists()
 
 
-def test_stale_resume_checkpoint_is_ignored(cache_path: Path, tmp_path: Path) -> None:
+def test_resume_state_of_another_config_is_kept_as_stale(
+    cache_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     train_diffusion(
-        config(steps=8),
-        variant="noise_only",
-        cache=cache_path,
-        out_dir=tmp_path,
-        runtime=CPU,
-        stop_at=4,
+        config(steps=8), variant="noise_only", cache=cache_path, runtime=CPU, stop_at=4, **paths(tmp_path)
     )
     cfg = config(steps=8, lr=5e-4)  # another config: must start from scratch
-    cache = LatentCache(cache_path)
-    trainer = trainer_mod.DiffusionTrainer(
-        cfg, variant="noise_only", cache=cache, out_dir=tmp_path, runtime=CPU
+    trainer = DiffusionTrainer(cfg, variant="noise_only", cache=LatentCache(cache_path), runtime=CPU,
+                               **paths(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="multibeta.training.resume"):
+        assert not trainer.try_resume() and trainer.step == 0
+    assert "diffusion.lr: checkpoint has 0.001, config asks for 0.0005" in caplog.text
+    assert not (tmp_path / "resume.pt").exists() and (tmp_path / "resume.stale").exists()
+    # the same config resumes; keys that do not shape training may change
+    train_diffusion(
+        config(steps=8), variant="noise_only", cache=cache_path, runtime=CPU, stop_at=4, **paths(tmp_path)
     )
-    assert not trainer.try_resume() and trainer.step == 0
+    trainer = DiffusionTrainer(config(steps=8, checkpoint_every=3), variant="noise_only",
+                               cache=LatentCache(cache_path), runtime=CPU, **paths(tmp_path))
+    assert trainer.try_resume() and trainer.step == 4
+
+
+def test_learning_rate_warms_up_then_decays_to_its_floor(cache_path: Path, tmp_path: Path) -> None:
+    def rates(**over) -> list[float]:
+        cfg = config(steps=20, warmup_steps=4, lr=1e-3, **over)
+        trainer = DiffusionTrainer(cfg, variant="noise_only", cache=LatentCache(cache_path), runtime=CPU,
+                                   **paths(tmp_path))
+        return [trainer.learning_rate(s) for s in range(21)]
+
+    cosine = rates(min_lr_ratio=0.1)
+    assert cosine[:5] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])  # decay starts after warm-up
+    assert cosine[12] == pytest.approx(0.55e-3) and cosine[20] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(cosine[3:], cosine[4:]))
+    assert rates()[20] == 0.0  # the default floor
+    assert rates(lr_schedule="constant", min_lr_ratio=0.1)[4:] == [1e-3] * 17
 
 
 def test_trains_from_chunked_cache_under_bf16_autocast(cache_path: Path, tmp_path: Path) -> None:
     runtime = Runtime(device=torch.device("cpu"), amp_dtype=torch.bfloat16, pin_memory=False)
     cache = LatentCache(cache_path, in_memory=False)
     out = train_diffusion(
-        config(steps=6), variant="multibeta", cache=cache, out_dir=tmp_path, runtime=runtime
+        config(steps=6), variant="multibeta", cache=cache, **paths(tmp_path), runtime=runtime
     )
     _, ckpt = load_denoiser(out)
     assert np.isfinite(ckpt["log"][-1]["loss"])

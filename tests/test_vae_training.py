@@ -4,6 +4,7 @@ conditioning, resume equality, mismatch and NaN handling, fixed-β mode, plots."
 from __future__ import annotations
 
 import csv
+import logging
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from multibeta.utils.device import select_runtime
 from multibeta.vae.config import VAEConfig
 from multibeta.vae.evaluation import evaluate_levels, level_grid
 from multibeta.vae.plots import write_vae_plots
-from multibeta.vae.trainer import NonFiniteLossError, TensorSource, train_vae
+from multibeta.training.errors import NonFiniteLossError
+from multibeta.vae.trainer import TensorSource, train_vae
 from multibeta.workflow.config import section_defaults
 
 CPU = select_runtime("cpu", "fp32")
@@ -150,16 +152,24 @@ def test_resume_is_bitwise_identical(tmp_path) -> None:
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
 
 
-def test_resume_with_other_architecture_names_the_key(tmp_path) -> None:
+def test_state_of_another_config_is_kept_as_stale_and_training_restarts(tmp_path, caplog) -> None:
     data = squares(48, 2)
-    train_vae(make_cfg(TINY, steps=6), data, checkpoint_path=tmp_path / "m.pt", log_csv=None,
-              runtime=CPU, progress=False, stop_at=3)
-    with pytest.raises(CheckpointMismatchError, match="latent_dim"):
-        train_vae(make_cfg(TINY, steps=6, latent_dim=5), data, checkpoint_path=tmp_path / "m.pt",
-                  log_csv=None, runtime=CPU, progress=False)
-    with pytest.raises(CheckpointMismatchError, match=r"vae\.lr"):
-        train_vae(make_cfg(TINY, steps=6, lr=5e-4), data, checkpoint_path=tmp_path / "m.pt",
-                  log_csv=None, runtime=CPU, progress=False)
+    state, stale = tmp_path / ".m.partial.pt", tmp_path / ".m.partial.stale"
+
+    def run(**over):
+        return train_vae(make_cfg(TINY, steps=6, **over), data, checkpoint_path=tmp_path / "m.pt",
+                         log_csv=None, runtime=CPU, progress=False, stop_at=3)
+
+    run()
+    for over, key in [({"latent_dim": 5}, "latent_dim"), ({"lr": 5e-4}, r"vae.lr: checkpoint has 0.001")]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="multibeta.training.resume"):
+            result = run(**over)
+        assert result.resumed_from is None and result.step == 3, over
+        assert key in caplog.text and str(stale) in caplog.text
+        assert stale.exists() and state.exists()  # the old state kept, a new one written
+    stale.unlink()
+    run()  # back to the first config: the state of lr=5e-4 is set aside again
     # keys that do not shape training may change between runs
     done = train_vae(make_cfg(TINY, steps=6, log_every=3), data, checkpoint_path=tmp_path / "m.pt",
                      log_csv=None, runtime=CPU, progress=False)
@@ -167,6 +177,10 @@ def test_resume_with_other_architecture_names_the_key(tmp_path) -> None:
     other = make_cfg(TINY, steps=6, arch={**TINY["arch"], "hidden_dim": 32})
     with pytest.raises(CheckpointMismatchError, match="hidden_dim"):
         load_vae(tmp_path / "m.pt", arch=other.vae_arch(1))
+    # a finished checkpoint of another config is kept as stale too, and training runs again
+    again = train_vae(other, data, checkpoint_path=tmp_path / "m.pt", log_csv=None, runtime=CPU,
+                      progress=False)
+    assert again.completed and again.resumed_from is None and (tmp_path / "m.stale").exists()
 
 
 class NaNAfter(TensorSource):
@@ -187,7 +201,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path) -> None:
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss, rec.*step 6.*lower it.*fp32") as err:
         train_vae(cfg, NaNAfter(squares(48, 2), k=6), checkpoint_path=tmp_path / "m.pt",
                   log_csv=tmp_path / "log.csv", runtime=CPU, progress=False)
-    assert "the config must change" in str(err.value)
+    assert "a rerun with this config stops here again: the config must change" in str(err.value)
+    assert "vae.lr = 0.001, vae.grad_clip = " in str(err.value)
     assert f"{tmp_path / '.m.partial.pt'} holds the state of step 4" in str(err.value)
     state = load_checkpoint(tmp_path / ".m.partial.pt", kind="vae")
     assert state["train_state"]["step"] == 4
@@ -201,7 +216,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path) -> None:
 
 def test_nan_at_the_first_step_says_no_checkpoint_was_written(tmp_path) -> None:
     cfg = make_cfg(TINY, steps=10, checkpoint_every=2)
-    with pytest.raises(NonFiniteLossError, match=r"step 1 .*Checkpoint: no checkpoint was written"):
+    with pytest.raises(NonFiniteLossError, match=r"step 1 .*Checkpoint: none was written"):
         train_vae(cfg, NaNAfter(squares(48, 2), k=1), checkpoint_path=tmp_path / "m.pt",
                   log_csv=tmp_path / "log.csv", runtime=CPU, progress=False)
     assert not (tmp_path / ".m.partial.pt").exists()

@@ -25,6 +25,7 @@ class DiffusionConfig(Section):
     lr: float
     lr_schedule: Literal["constant", "cosine"]
     warmup_steps: int
+    min_lr_ratio: float
     weight_decay: float
     adam_betas: tuple[float, float]
     grad_clip: float

@@ -1,25 +1,23 @@
 """Training of the Stage-2 denoiser from the latent cache, with EMA, AMP and exact resume.
 
-Outputs in ``out_dir`` (``results/<exp>/diffusion/<variant>/``):
+Outputs (their paths come from the caller; the rule ``train_diffusion`` puts them in
+``results/<exp>/diffusion/<variant>/``):
 
-- ``model.pt``: the final checkpoint (``kind="diffusion"``): raw and EMA weights, optimiser,
+- ``model_path``: the final checkpoint (``kind="diffusion"``): raw and EMA weights, optimiser,
   step, RNG states, the variant, normalisation, the cache's ``vae_sha256``; read it with
-  :func:`load_denoiser` (returns the EMA model, ready for sampling).
-- ``train_log.csv``: step, loss, eps_loss, delta_loss, lr, grad_norm (means over ``log_every``
-  steps).
-- ``resume.pt`` while training: the same state every ``checkpoint_every`` steps; a rerun
+  :func:`multibeta.models.loading.load_denoiser` (returns the EMA model, ready for sampling).
+- ``log_csv``: step, loss, eps_loss, delta_loss, lr, grad_norm (means over ``log_every`` steps).
+- ``state_path`` while training: the same state every ``checkpoint_every`` steps; a rerun
   with the same config and cache resumes from it (bit-for-bit on CPU) and deletes it at the end.
-  A non-finite loss stops training with :class:`NonFiniteLossError` and leaves the last
-  good ``resume.pt`` in place.
+  A state from another config or cache is kept as ``*.stale`` with a warning naming what
+  differs (:mod:`multibeta.training.resume`), and training starts again. A non-finite loss
+  stops training with :class:`~multibeta.training.errors.NonFiniteLossError` and leaves the
+  last good state in place.
 """
 
 from __future__ import annotations
 
-import copy
-import csv
-import io
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -29,7 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from multibeta.cache.latent_cache import CacheStatistics, LatentCache, VAEMismatchError
+from multibeta.cache.latent_cache import CacheStatistics, LatentCache
+from multibeta.core.schedules import lr_factor
 from multibeta.diffusion.config import DiffusionConfig
 from multibeta.diffusion.process import (
     Batch,
@@ -39,20 +38,22 @@ from multibeta.diffusion.process import (
     training_loss,
 )
 from multibeta.models.denoiser import LatentDenoiser, check_variant
-from multibeta.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from multibeta.training.csv_log import CsvLog
+from multibeta.training.ema import EMA
+from multibeta.training.errors import Cause, NonFiniteLossError
+from multibeta.training.resume import default_state_path, load_resumable
+from multibeta.training.state import optimisation_state, restore_optimisation_state
+from multibeta.utils.checkpoint import diff_configs, save_checkpoint
 from multibeta.utils.device import Runtime
-from multibeta.utils.io import config_hash, write_text
+from multibeta.utils.io import config_hash
 from multibeta.utils.progress import ProgressLog
-from multibeta.utils.seeding import rng_state, seed_everything, set_rng_state
+from multibeta.utils.seeding import seed_everything
 from multibeta.utils.versions import collect_versions
 
 logger = logging.getLogger(__name__)
 
-LOG_COLUMNS = ("step", "loss", "eps_loss", "delta_loss", "lr", "grad_norm")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN/inf; the last good resume checkpoint is kept."""
+#: config keys that do not shape the training trajectory (a resumed run may change them)
+NON_TRAINING_KEYS = frozenset({"variants", "checkpoint_every"})
 
 
 def _floored(x: np.ndarray, rel: float = 1e-3) -> np.ndarray:
@@ -106,8 +107,10 @@ class DiffusionTrainer:
         cfg: the diffusion config.
         variant: ``multibeta``, ``noise_only`` or ``standard_ldm``.
         cache: the latent cache (moved to the runtime device when in memory).
-        out_dir: where model.pt, train_log.csv and resume.pt go.
+        model_path: the final checkpoint.
+        log_csv: the CSV of the loss terms (None: no CSV).
         runtime: device, autocast and grad scaler.
+        state_path: the resumable state (default ``.<stem>.partial.pt`` beside ``model_path``).
     """
 
     def __init__(
@@ -116,17 +119,18 @@ class DiffusionTrainer:
         *,
         variant: str,
         cache: LatentCache,
-        out_dir: str | os.PathLike,
+        model_path: str | os.PathLike,
+        log_csv: str | os.PathLike | None,
         runtime: Runtime,
+        state_path: str | os.PathLike | None = None,
     ) -> None:
         self.cfg = cfg
         self.variant = check_variant(variant)
         self.runtime = runtime
         self.device = runtime.device
-        self.out_dir = Path(out_dir)
-        self.model_path = self.out_dir / "model.pt"
-        self.resume_path = self.out_dir / "resume.pt"
-        self.log_path = self.out_dir / "train_log.csv"
+        self.model_path = Path(model_path)
+        self.state_path = Path(state_path) if state_path is not None else default_state_path(model_path)
+        self.log = CsvLog(log_csv)
         if cache.in_memory:
             cache.to(self.device)
         self.cache = cache
@@ -143,7 +147,7 @@ class DiffusionTrainer:
         self.model = build_denoiser(cfg, variant=variant, cache=cache)
         self.model.set_normalisation(**self.normalisation)
         self.model.to(self.device)
-        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.ema = EMA(self.model, cfg.ema_decay)
         # fused kernels: ~11% faster per step than foreach on CPU for this small MLP
         # (benchmarks/results/stage_profile.md); other devices use foreach
         fused = self.device.type in ("cpu", "cuda")
@@ -177,7 +181,6 @@ class DiffusionTrainer:
         self.generator.manual_seed(cfg.seed)
 
         self.step = 0
-        self.log_rows: list[dict[str, float]] = []
         # running sums over the log window: loss, eps, delta, grad_norm, count
         self._acc = torch.zeros(5, dtype=torch.float64, device=self.device)
         # which of (eps_loss, delta_loss, loss) turned NaN/inf, and the first step it happened
@@ -185,33 +188,47 @@ class DiffusionTrainer:
         self._bad = torch.zeros(3, dtype=torch.bool, device=self.device)
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self._saved_step = 0
-        self.fingerprint = config_hash(
-            {
-                "config": {
-                    k: v
-                    for k, v in cfg.to_dict().items()
-                    if k not in ("variants", "checkpoint_every")
-                },
-                "variant": variant,
-                "cache": {
-                    "vae_sha256": cache.vae_sha256,
-                    "shape": [cache.num_items, cache.num_levels, cache.latent_dim],
-                    "t": cache.t.tolist(),
-                    "delta": cache.delta_method,
-                },
-            }
-        )
+        self.fingerprint = config_hash(self.identity())
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed state must share with this run: training config, variant and cache."""
+        cache = self.cache
+        return {
+            "config": {k: v for k, v in self.cfg.to_dict().items() if k not in NON_TRAINING_KEYS},
+            "variant": self.variant,
+            "cache": {
+                "vae_sha256": cache.vae_sha256,
+                "shape": [cache.num_items, cache.num_levels, cache.latent_dim],
+                "t": cache.t.tolist(),
+                "delta": cache.delta_method,
+            },
+        }
+
+    def differences(self, state: dict[str, Any]) -> list[str]:
+        """The settings in which a saved ``state`` differs from this run (see :meth:`identity`)."""
+        new, cache = self.identity(), state.get("cache", {})
+        t = np.asarray(cache.get("t", [])).tolist()
+        old_config = {k: v for k, v in state.get("config", {}).items() if k not in NON_TRAINING_KEYS}
+        old_rest = {
+            "variant": state.get("variant"),
+            "cache": {
+                "vae_sha256": state.get("vae_sha256"),
+                "shape": [cache.get("num_items"), len(t), state.get("latent_dim")],
+                "t": t,
+                "delta": cache.get("delta_method"),
+            },
+        }
+        new_rest = {k: v for k, v in new.items() if k != "config"}
+        return diff_configs(old_config, new["config"], "diffusion.") + diff_configs(old_rest, new_rest)
 
     # -- one step -------------------------------------------------------------------------
 
     def learning_rate(self, step: int) -> float:
-        """Linear warm-up, then constant or cosine decay to 0 at ``cfg.steps``."""
+        """The rate of step ``step`` (0-based): linear warm-up, then constant or cosine decay
+        from ``lr`` to ``lr · min_lr_ratio`` at ``cfg.steps`` (:func:`~multibeta.core.schedules.lr_factor`)."""
         cfg = self.cfg
-        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
-        if cfg.lr_schedule == "cosine":
-            progress = min(1.0, step / max(cfg.steps, 1))
-            return cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return cfg.lr * warm
+        return cfg.lr * lr_factor(step, warmup=cfg.warmup_steps, total=cfg.steps,
+                                  floor=cfg.min_lr_ratio, decay=cfg.lr_schedule)
 
     def sample_batch(self) -> Batch:
         """Random cache rows, times and noise (vectorised, from the trainer's generator)."""
@@ -246,7 +263,7 @@ class DiffusionTrainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
-        self.update_ema()
+        self.ema.update(self.model, self.step)
         bad = ~torch.isfinite(torch.stack([terms.eps, terms.delta, terms.total.detach()]))
         self._bad |= bad
         self._first_bad.masked_fill_((self._first_bad < 0) & bad.any(), self.step)
@@ -260,14 +277,6 @@ class DiffusionTrainer:
             ]
         ).to(torch.float64)
 
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """EMA ← decay·EMA + (1 − decay)·θ, decay warmed up as min(d, (1+s)/(10+s))."""
-        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
-        ema_params = list(self.ema.parameters())
-        params = [p.detach() for p in self.model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-
     # -- logging and checks ---------------------------------------------------------------
 
     def check_finite(self) -> None:
@@ -276,23 +285,19 @@ class DiffusionTrainer:
             return
         cfg = self.cfg
         terms = [name for name, b in zip(("eps_loss", "delta_loss", "loss"), self._bad.tolist()) if b]
-        causes = [f"the learning rate (diffusion.lr = {cfg.lr:g}; lower it, keep diffusion.grad_clip > 0)"]
+        causes = [Cause("the learning rate", {"diffusion.lr": cfg.lr, "diffusion.grad_clip": cfg.grad_clip},
+                        "lower it, keep diffusion.grad_clip > 0")]
         if "delta_loss" in terms or self.variant == "multibeta":
-            causes.append(f"the weight of the Delta loss (diffusion.lambda_delta = {cfg.lambda_delta:g})")
+            causes.append(Cause("the weight of the Delta loss", {"diffusion.lambda_delta": cfg.lambda_delta},
+                                "lower it"))
         if cfg.weighting != "uniform":
-            causes.append(f"the SNR weighting's cap (diffusion.snr_max = {cfg.snr_max:g}, "
-                          f"diffusion.weighting = {cfg.weighting})")
-        causes.append("bf16 autocast (compute.precision: fp32)")
-        if self._saved_step and self.resume_path.exists():
-            last = (f"{self.resume_path} holds step {self._saved_step}, trained with this config "
-                    "(a changed config trains from step 0)")
-        else:
-            last = "none was written before the failure"
+            causes.append(Cause("the SNR weighting's cap",
+                                {"diffusion.snr_max": cfg.snr_max, "diffusion.weighting": cfg.weighting},
+                                "lower diffusion.snr_max"))
+        causes.append(Cause("bf16 autocast", fix="compute.precision: fp32"))
         raise NonFiniteLossError(
-            f"train_diffusion[{self.variant}]: non-finite {', '.join(terms)} first at training step "
-            f"{int(self._first_bad)} (found at step {self.step}). Training is deterministic, so a "
-            "rerun with this config stops here again: the config must change. Likely causes: "
-            + "; ".join(causes) + f". Checkpoint: {last}."
+            f"train_diffusion[{self.variant}]", step=int(self._first_bad), found_at=self.step,
+            terms=terms, causes=causes, state_path=self.state_path, saved_step=self._saved_step,
         )
 
     def log_window(self) -> None:
@@ -309,18 +314,9 @@ class DiffusionTrainer:
             "lr": self.learning_rate(self.step - 1),
             "grad_norm": gnorm / n,
         }
-        self.log_rows.append(row)
+        self.log.append(row)
         self._acc.zero_()
         logger.debug("step %d: %s", self.step, row)
-
-    def write_log(self) -> None:
-        """Write train_log.csv atomically."""
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in self.log_rows:
-            writer.writerow({k: (row[k] if k == "step" else f"{row[k]:.6g}") for k in LOG_COLUMNS})
-        write_text(buf.getvalue(), self.log_path)
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -333,12 +329,9 @@ class DiffusionTrainer:
             "step": self.step,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
-            "generator": self.generator.get_state(),
+            **optimisation_state(self.optimizer, self.scaler, self.generator),
             "acc": self._acc.clone(),
-            "log": list(self.log_rows),
+            "log": list(self.log.rows),
             "fingerprint": self.fingerprint,
             "config": self.cfg.to_dict(),
             "vae_sha256": self.cache.vae_sha256,
@@ -358,36 +351,24 @@ class DiffusionTrainer:
     def save(self, path: Path) -> None:
         self.check_finite()
         save_checkpoint(self.state(), path)
-        self.write_log()
+        self.log.write()
         self._saved_step = self.step
 
     def try_resume(self) -> bool:
-        """Load ``resume.pt`` when it belongs to this config and cache; return whether it did."""
-        if not self.resume_path.exists():
-            return False
-        try:
-            # RNG states must stay CPU tensors; load_state_dict moves weights to the device
-            state = load_checkpoint(
-                self.resume_path, kind="diffusion", arch=self.model.arch(), map_location="cpu"
-            )
-        except CheckpointError as exc:
-            logger.warning(
-                "ignoring unusable %s (%s); training from scratch", self.resume_path, exc
-            )
-            return False
-        if state.get("fingerprint") != self.fingerprint:
-            logger.warning(
-                "%s is from another config or cache; training from scratch", self.resume_path
-            )
+        """Resume from ``state_path`` when it belongs to this config and cache; return whether it did.
+
+        A state from another config or cache is set aside as ``*.stale`` (the warning names the
+        differences) and training starts from step 0.
+        """
+        # RNG states must stay CPU tensors; load_state_dict moves weights to the device
+        state = load_resumable(self.state_path, kind="diffusion", differences=self.differences)
+        if state is None:
             return False
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.generator.set_state(state["generator"])
-        set_rng_state(state["rng"])
+        restore_optimisation_state(state, self.optimizer, self.scaler, self.generator)
         self._acc.copy_(state["acc"])
-        self.log_rows = list(state["log"])
+        self.log.rows = list(state["log"])
         self.step = int(state["step"])
         self._saved_step = self.step
         logger.info("resumed %s at step %d", self.variant, self.step)
@@ -396,7 +377,7 @@ class DiffusionTrainer:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self, *, stop_at: int | None = None) -> Path | None:
-        """Train to ``cfg.steps`` (resuming if possible); write model.pt and return its path.
+        """Train to ``cfg.steps`` (resuming if possible); write the final checkpoint, return its path.
 
         Args:
             stop_at: stop after this step with a resume checkpoint and return None (to
@@ -422,30 +403,26 @@ class DiffusionTrainer:
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self.log_window()
-                    bar.set_postfix(
-                        loss=f"{self.log_rows[-1]['loss']:.4f}" if self.log_rows else ""
-                    )
-                    if self.log_rows:
-                        last = self.log_rows[-1]
+                    bar.set_postfix(loss=f"{self.log.last['loss']:.4f}" if self.log.rows else "")
+                    if self.log.rows:
+                        last = self.log.last
                         progress.update(self.step, loss=last["loss"], eps=last["eps_loss"],
                                         delta=last["delta_loss"])
                 if stop_at is not None and self.step >= stop_at:
-                    self.save(self.resume_path)
-                    logger.info(
-                        "stopped at step %d (resume checkpoint %s)", self.step, self.resume_path
-                    )
+                    self.save(self.state_path)
+                    logger.info("stopped at step %d (resumable state %s)", self.step, self.state_path)
                     return None
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
-                    self.save(self.resume_path)
+                    self.save(self.state_path)
         self.check_finite()
         elapsed = time.perf_counter() - t0
         rate = (self.step - start_step) / elapsed if elapsed > 0 else float("nan")
         state = self.state()
         state["timing"] = {"seconds": elapsed, "steps_per_second": rate, "device": str(self.device)}
         save_checkpoint(state, self.model_path)
-        self.write_log()
-        self.resume_path.unlink(missing_ok=True)
-        last = self.log_rows[-1] if self.log_rows else {}
+        self.log.write()
+        self.state_path.unlink(missing_ok=True)
+        last = self.log.last
         logger.info(
             "train_diffusion[%s]: done, %d steps in %.1f s (%.1f steps/s), final loss %.4g -> %s",
             self.variant,
@@ -463,19 +440,23 @@ def train_diffusion(
     *,
     variant: str,
     cache: LatentCache | str | os.PathLike,
-    out_dir: str | os.PathLike,
+    model_path: str | os.PathLike,
+    log_csv: str | os.PathLike | None,
     runtime: Runtime,
+    state_path: str | os.PathLike | None = None,
     vae_sha256: str | None = None,
     stop_at: int | None = None,
 ) -> Path | None:
-    """Train the denoiser ``variant`` on the latent cache; returns ``out_dir/model.pt``.
+    """Train the denoiser ``variant`` on the latent cache; returns ``model_path``.
 
     Args:
         cfg: the diffusion config.
         variant: one of ``cfg.variants`` (any of multibeta, noise_only, standard_ldm).
         cache: a :class:`LatentCache` or the path of the cache file.
-        out_dir: ``results/<exp>/diffusion/<variant>``.
+        model_path: the final checkpoint.
+        log_csv: the CSV of the loss terms every ``diffusion.log_every`` steps (None: no CSV).
         runtime: device/precision.
+        state_path: the resumable state; default ``.<stem>.partial.pt`` beside ``model_path``.
         vae_sha256: when given, the cache must have been built from this VAE checkpoint.
         stop_at: see :meth:`DiffusionTrainer.run`.
     """
@@ -483,34 +464,6 @@ def train_diffusion(
         cache = LatentCache(cache)
     if vae_sha256 is not None:
         cache.check_vae(vae_sha256)
-    trainer = DiffusionTrainer(cfg, variant=variant, cache=cache, out_dir=out_dir, runtime=runtime)
+    trainer = DiffusionTrainer(cfg, variant=variant, cache=cache, model_path=model_path,
+                               log_csv=log_csv, runtime=runtime, state_path=state_path)
     return trainer.run(stop_at=stop_at)
-
-
-def load_denoiser(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu"
-) -> tuple[LatentDenoiser, dict[str, Any]]:
-    """The EMA denoiser of a ``train_diffusion`` checkpoint, in eval mode, and the checkpoint.
-
-    The checkpoint dict carries ``variant``, ``vae_sha256`` (of the VAE behind the cache it
-    was trained on), ``latent_dim``, ``normalisation``, ``cache`` (levels, σ, β) and ``config``.
-    """
-    try:
-        state = load_checkpoint(path, kind="diffusion", map_location=map_location)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{exc} (the rule train_diffusion writes it; rerun it)") from exc
-    model = LatentDenoiser(**state["arch"])
-    model.load_state_dict(state["ema"])
-    model.to(map_location).eval().requires_grad_(False)
-    return model, state
-
-
-def check_denoiser_vae(checkpoint: dict[str, Any], vae_sha256: str) -> None:
-    """Raise :class:`VAEMismatchError` unless the denoiser was trained on latents of this VAE."""
-    trained_on = checkpoint.get("vae_sha256") or "<unknown>"
-    if trained_on != vae_sha256:
-        raise VAEMismatchError(
-            f"the diffusion model (variant {checkpoint.get('variant')}) was trained on a latent cache of "
-            f"the VAE checkpoint with sha256 {trained_on}, but the VAE given has sha256 {vae_sha256}. "
-            "Its latents mean nothing to this decoder: rerun the rules cache_latents and train_diffusion."
-        )

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from multibeta.core.schedules import lr_factor
 from multibeta.metrics.config import FactorClassifierConfig
 from multibeta.metrics.images import ImageSource, SubsetImages, as_image_source, channels_of
 from multibeta.utils.checkpoint import load_checkpoint, save_checkpoint
@@ -291,9 +292,7 @@ def train_factor_classifier(
     symmetry = label_symmetry(names, sizes)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     warmup = max(1, cfg.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else
-        0.5 * (1.0 + np.cos(np.pi * (s - warmup) / max(1, cfg.steps - warmup))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup=warmup, total=cfg.steps))
     scaler = runtime.grad_scaler()
     label_t = torch.as_tensor(labels)
     loss_ema = None

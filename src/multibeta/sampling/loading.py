@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from multibeta.core.schedules import SigmaTable
-from multibeta.diffusion.trainer import check_denoiser_vae, load_denoiser
+from multibeta.models.loading import check_denoiser_vae, load_denoiser
 from multibeta.models.vae import load_vae
 from multibeta.utils.io import file_sha256
 

@@ -7,10 +7,13 @@ gradient clipping, optional EMA and mixed precision (``Runtime.autocast``/``grad
 Restartability: every ``vae.checkpoint_every`` steps the full training state (weights, EMA,
 optimiser, LR scheduler, grad scaler, step, data-order position, RNG states, CSV rows) is
 written atomically to ``state_path`` (default: ``.<stem>.partial.pt`` beside the checkpoint).
-A rerun resumes from it and, on CPU, reproduces an uninterrupted run bit for bit. The final
+A rerun resumes from it and, on CPU, reproduces an uninterrupted run bit for bit; a state (or
+final checkpoint) written with another config is set aside as ``*.stale`` with a warning naming
+the differing keys, and training starts again (:mod:`multibeta.training.resume`). The final
 checkpoint (``kind="vae"``, weights, EMA weights, ``arch``, full config, versions, training
 summary) goes to ``checkpoint_path``, after which the partial state is deleted. A non-finite
-loss stops training with :class:`NonFiniteLossError`; the last good state stays on disk.
+loss stops training with :class:`~multibeta.training.errors.NonFiniteLossError`; the last good
+state stays on disk.
 
 Randomness: the model is initialised after ``seed_everything(vae.seed)``; the data order of
 epoch e is ``default_rng([seed, e]).permutation(n)``; levels t and noise ε come from a
@@ -19,10 +22,7 @@ dedicated CPU ``torch.Generator`` whose state is checkpointed.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,18 +31,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
+from multibeta.core.schedules import lr_factor
 from multibeta.data.sources import ImageSource
 from multibeta.models.vae import MultiBetaVAE
-from multibeta.utils.checkpoint import (
-    CheckpointMismatchError, diff_configs, load_checkpoint, save_checkpoint,
-)
+from multibeta.training.csv_log import CsvLog
+from multibeta.training.ema import EMA
+from multibeta.training.errors import Cause, NonFiniteLossError
+from multibeta.training.resume import default_state_path, load_resumable
+from multibeta.training.state import optimisation_state, restore_optimisation_state
+from multibeta.utils.checkpoint import diff_configs, save_checkpoint
 from multibeta.utils.device import Runtime
-from multibeta.utils.io import write_text
 from multibeta.utils.progress import ProgressLog
-from multibeta.utils.seeding import rng_state, seed_everything, set_rng_state
+from multibeta.utils.seeding import seed_everything
 from multibeta.utils.versions import collect_versions
 from multibeta.vae.config import NON_TRAINING_KEYS, VAEConfig
 from multibeta.vae.losses import PatchDiscriminator, VAEObjective, adaptive_gan_weight, hinge_d_loss
@@ -99,45 +101,7 @@ def as_source(data: str | os.PathLike | torch.Tensor | ImageSource, split: str |
     raise TypeError(f"cannot train on {type(data).__name__}: give a dataset path, a tensor or an ImageSource")
 
 
-# ----------------------------------------------------------------------------- helpers
-class NonFiniteLossError(RuntimeError):
-    """A loss term or the gradient became NaN/inf; the message says where and what to try."""
-
-
-class EMA:
-    """Exponential moving average of a model's floating-point state (weights and buffers).
-
-    The decay ramps up as ``min(decay, (1 + step) / (10 + step))``.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()
-                       if v.is_floating_point()}
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        d = min(self.decay, (1.0 + step) / (10.0 + step))
-        state = model.state_dict()
-        keys = list(self.shadow)
-        torch._foreach_lerp_([self.shadow[k] for k in keys], [state[k].detach() for k in keys], 1.0 - d)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.clone() for k, v in self.shadow.items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for k, v in state.items():
-            self.shadow[k].copy_(v)
-
-
-def lr_factor(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
+# ----------------------------------------------------------------------------- trainer
 @dataclass
 class TrainResult:
     """Outcome of :func:`train_vae`."""
@@ -152,7 +116,6 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-# ----------------------------------------------------------------------------- trainer
 LOG_TERMS = ("loss", "rec", "kl", "beta_kl", "grad_norm")
 GAN_TERMS = ("g_loss", "d_loss", "d_weight")
 
@@ -182,8 +145,8 @@ class VAETrainer:
         self.device = runtime.device
         self.checkpoint_path = Path(checkpoint_path)
         self.state_path = Path(state_path) if state_path is not None else \
-            self.checkpoint_path.with_name(f".{self.checkpoint_path.stem}.partial.pt")
-        self.log_csv = Path(log_csv) if log_csv is not None else None
+            default_state_path(self.checkpoint_path)
+        self.log = CsvLog(log_csv)
         self.progress = progress
 
         seed_everything(cfg.seed)
@@ -201,7 +164,7 @@ class VAETrainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda s: lr_factor(s, warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio),
+            lambda s: lr_factor(s, warmup=cfg.warmup_steps, total=cfg.steps, floor=cfg.min_lr_ratio),
         )
         self.scaler = runtime.grad_scaler()
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -217,7 +180,6 @@ class VAETrainer:
         self.epoch = 0
         self.pos = 0
         self.perm = self._permutation(0)
-        self.rows: list[dict[str, float]] = []
         self.accum: dict[str, float] = {}
         self.accum_n = 0
         self.wall_before = 0.0
@@ -258,18 +220,17 @@ class VAETrainer:
         if bool(torch.isfinite(stacked).all()):
             return
         bad = [k for k, v in values.items() if not bool(torch.isfinite(v.detach()).all())]
-        if self._saved_step and self.state_path.exists():
-            last = (f"{self.state_path} holds the state of step {self._saved_step}, trained with this "
-                    f"config; delete it once you change the config (a changed config cannot resume it)")
-        else:
-            last = "no checkpoint was written before the failure"
+        cfg = self.cfg
         raise NonFiniteLossError(
-            f"train_vae: non-finite {', '.join(bad)} at training step {self.step + 1} "
-            f"(values: {', '.join(f'{k}={float(values[k].detach()):.4g}' for k in bad)}). "
-            "Training is deterministic, so a rerun with this config stops here again: the config "
-            f"must change. Likely causes: the learning rate (vae.lr = {self.cfg.lr:g}; lower it or "
-            "set vae.grad_clip), a large beta (vae.beta_max), or bf16 autocast "
-            f"(compute.precision: fp32). Checkpoint: {last}."
+            "train_vae", step=self.step + 1, terms=bad,
+            values={k: float(values[k].detach()) for k in bad},
+            causes=[
+                Cause("the learning rate", {"vae.lr": cfg.lr, "vae.grad_clip": cfg.grad_clip},
+                      "lower it or set vae.grad_clip"),
+                Cause("a large beta", {"vae.beta_max": cfg.beta_max}, "lower it"),
+                Cause("bf16 autocast", fix="compute.precision: fp32"),
+            ],
+            state_path=self.state_path, saved_step=self._saved_step,
         )
 
     def train_step(self) -> dict[str, float]:
@@ -338,24 +299,10 @@ class VAETrainer:
             tt = torch.tensor([0.0, 0.5, 1.0], device=self.device)
             s0, s_half, s1 = self.model.sigma(tt).tolist()
         row.update(sigma_0=s0, sigma_half=s_half, sigma_1=s1)
-        self.rows.append(row)
+        self.log.append(row)
         self.accum, self.accum_n = {}, 0
         if self.progress_log is not None:
             self.progress_log.update(self.step, **{k: row[k] for k in ("loss", "rec", "kl") if k in row})
-
-    def write_csv(self) -> None:
-        """Write all logged rows to ``log_csv`` atomically."""
-        if self.log_csv is None:
-            return
-        columns: list[str] = []
-        for row in self.rows:
-            columns += [k for k in row if k not in columns]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, restval="")
-        writer.writeheader()
-        for row in self.rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        write_text(buf.getvalue(), self.log_csv)
 
     # ---- state -----------------------------------------------------------------------
     def _base_state(self) -> dict[str, Any]:
@@ -374,45 +321,36 @@ class VAETrainer:
         state["complete"] = False
         state["train_state"] = {
             "step": self.step, "epoch": self.epoch, "pos": self.pos,
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(),
-            "rng": rng_state(), "rows": list(self.rows), "accum": dict(self.accum),
+            **optimisation_state(self.optimizer, self.scaler, self.generator),
+            "scheduler": self.scheduler.state_dict(),
+            "rows": list(self.log.rows), "accum": dict(self.accum),
             "accum_n": self.accum_n, "wall_time_s": self.wall_before + self._session_time(),
         }
         if self.use_gan:
             state["train_state"].update(disc=self.disc.state_dict(), opt_d=self.opt_d.state_dict(),
                                         scaler_d=self.scaler_d.state_dict())
         save_checkpoint(state, self.state_path)
-        self.write_csv()
+        self.log.write()
         self._saved_step = self.step
         logger.debug("saved training state at step %d to %s", self.step, self.state_path)
 
-    def check_config(self, state: dict[str, Any], path: Path) -> None:
-        """Raise CheckpointMismatchError if ``state`` was trained with another config."""
+    def differences(self, state: dict[str, Any]) -> list[str]:
+        """The architecture and training settings in which ``state`` differs from this run."""
         old = {k: v for k, v in state.get("config", {}).items() if k not in NON_TRAINING_KEYS}
-        diffs = diff_configs(old, self.cfg.training_dict(), prefix="vae.")
-        if diffs:
-            raise CheckpointMismatchError(
-                f"{path} was written with another vae config:\n  - " + "\n  - ".join(diffs)
-                + f"\nUse the matching config, or delete {path} to train from scratch."
-            )
+        return (diff_configs(state.get("arch", {}), self.arch.to_dict(), prefix="arch.")
+                + diff_configs(old, self.cfg.training_dict(), prefix="vae."))
 
-    def load_partial(self) -> int:
-        """Restore the state from ``state_path``; returns the step resumed from."""
-        state = load_checkpoint(self.state_path, kind="vae", arch=self.arch.to_dict(), map_location="cpu")
-        self.check_config(state, self.state_path)
+    def load_partial(self, state: dict[str, Any]) -> int:
+        """Restore the partial ``state`` (loaded on the CPU); returns the step resumed from."""
         ts = state["train_state"]
         self.model.load_state_dict(state["model"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(ts["optimizer"])
+        restore_optimisation_state(ts, self.optimizer, self.scaler, self.generator)
         self.scheduler.load_state_dict(ts["scheduler"])
-        self.scaler.load_state_dict(ts["scaler"])
-        self.generator.set_state(ts["generator"])
-        set_rng_state(ts["rng"])
         self.step, self.epoch, self.pos = ts["step"], ts["epoch"], ts["pos"]
         self.perm = self._permutation(self.epoch)
-        self.rows, self.accum, self.accum_n = list(ts["rows"]), dict(ts["accum"]), ts["accum_n"]
+        self.log.rows, self.accum, self.accum_n = list(ts["rows"]), dict(ts["accum"]), ts["accum_n"]
         self.wall_before = float(ts["wall_time_s"])
         if self.use_gan:
             self.disc.load_state_dict(ts["disc"])
@@ -429,7 +367,7 @@ class VAETrainer:
         with torch.no_grad():
             tt = torch.linspace(0, 1, 11, device=self.device)
             sigma = self.model.sigma(tt).cpu().tolist()
-        last = self.rows[-1] if self.rows else {}
+        last = self.log.last
         wall = self.wall_before + self._session_time()
         return {
             "steps": self.step,
@@ -452,26 +390,28 @@ class VAETrainer:
         state["complete"] = True
         state["summary"] = self.summary()
         save_checkpoint(state, self.checkpoint_path)
-        self.write_csv()
+        self.log.write()
         self.state_path.unlink(missing_ok=True)
         return state["summary"]
 
     # ---- loop ------------------------------------------------------------------------
     def run(self, stop_at: int | None = None) -> TrainResult:
-        """Train (resuming if a partial state exists) until ``vae.steps`` or ``stop_at``."""
+        """Train (resuming if a partial state exists) until ``vae.steps`` or ``stop_at``.
+
+        A final checkpoint or partial state written with another config is set aside as
+        ``*.stale`` (see :mod:`multibeta.training.resume`) and training starts again.
+        """
         cfg = self.cfg
-        if self.checkpoint_path.exists():
-            state = load_checkpoint(self.checkpoint_path, kind="vae", arch=self.arch.to_dict())
-            self.check_config(state, self.checkpoint_path)
-            if state.get("complete"):
-                logger.info("%s is already trained (%d steps); nothing to do",
-                            self.checkpoint_path, state["summary"]["steps"])
-                s = state["summary"]
-                return TrainResult(True, s["steps"], self.checkpoint_path, self.state_path, s["steps"],
-                                   0.0, s["steps_per_s"], s)
+        done = load_resumable(self.checkpoint_path, kind="vae", differences=self.differences)
+        if done is not None and done.get("complete"):
+            s = done["summary"]
+            logger.info("%s is already trained (%d steps); nothing to do", self.checkpoint_path, s["steps"])
+            return TrainResult(True, s["steps"], self.checkpoint_path, self.state_path, s["steps"],
+                               0.0, s["steps_per_s"], s)
         resumed_from = None
-        if self.state_path.exists():
-            resumed_from = self.load_partial()
+        partial = load_resumable(self.state_path, kind="vae", differences=self.differences)
+        if partial is not None:
+            resumed_from = self.load_partial(partial)
             logger.info("resuming VAE training from step %d (%s)", resumed_from, self.state_path)
         end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
         mode = f"fixed beta={cfg.fixed_beta}" if cfg.fixed_beta is not None else \
@@ -494,7 +434,7 @@ class VAETrainer:
                                     rec=f"{values['rec']:.4g}", refresh=False)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self._flush_row()
-                    self.write_csv()
+                    self.log.write()
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save_partial()
         finally:
@@ -542,8 +482,10 @@ def train_vae(
         stop_at: stop after this step (state saved, ``completed=False``): for time-limited
             jobs and tests; a later call resumes.
 
+    A final checkpoint or partial state written with another architecture/config is renamed
+    ``*.stale`` (a warning names the differing keys) and training starts from step 0.
+
     Raises:
-        CheckpointMismatchError: an existing checkpoint/partial state has another arch/config.
         NonFiniteLossError: a loss term or the gradient became NaN/inf.
     """
     trainer = VAETrainer(cfg, as_source(data), runtime=runtime, checkpoint_path=checkpoint_path,

@@ -1,0 +1,56 @@
+"""Loading trained denoisers for the stages that use them (sampling, editing, metrics).
+
+The checkpoint is written by :mod:`multibeta.diffusion.trainer`; what it holds is described
+there. Loading needs only the network (:class:`~multibeta.models.denoiser.LatentDenoiser`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from multibeta.models.denoiser import LatentDenoiser
+from multibeta.utils.checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint
+
+
+class DenoiserVAEMismatchError(CheckpointMismatchError):
+    """A denoiser was trained on the latents of another VAE checkpoint than the one given."""
+
+
+def load_denoiser(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[LatentDenoiser, dict[str, Any]]:
+    """The EMA denoiser of a ``train_diffusion`` checkpoint, in eval mode, and the checkpoint.
+
+    The checkpoint dict carries ``variant``, ``vae_sha256`` (of the VAE behind the cache it
+    was trained on), ``latent_dim``, ``normalisation``, ``cache`` (levels, σ, β) and ``config``.
+
+    Raises:
+        CheckpointError: missing, unreadable or not a ``diffusion`` checkpoint.
+    """
+    try:
+        state = load_checkpoint(path, kind="diffusion", map_location=map_location)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (the rule train_diffusion writes it; rerun it)") from exc
+    model = LatentDenoiser(**state["arch"])
+    model.load_state_dict(state["ema"])
+    model.to(map_location).eval().requires_grad_(False)
+    return model, state
+
+
+def check_denoiser_vae(checkpoint: dict[str, Any], vae_sha256: str) -> None:
+    """Raise :class:`DenoiserVAEMismatchError` unless the denoiser was trained on latents of this VAE.
+
+    Args:
+        checkpoint: the dict returned by :func:`load_denoiser`.
+        vae_sha256: SHA-256 of the VAE checkpoint file to decode with.
+    """
+    trained_on = checkpoint.get("vae_sha256") or "<unknown>"
+    if trained_on != vae_sha256:
+        raise DenoiserVAEMismatchError(
+            f"the diffusion model (variant {checkpoint.get('variant')}) was trained on a latent cache of "
+            f"the VAE checkpoint with sha256 {trained_on}, but the VAE given has sha256 {vae_sha256}. "
+            "Its latents mean nothing to this decoder: rerun the rules cache_latents and train_diffusion."
+        )
