@@ -6,9 +6,10 @@
 Compares every number and string of two ``report/metrics.json`` files, except what measures the
 machine rather than the method: wall/CPU times, throughput, peak memory (``*elapsed_s``,
 ``*seconds``, ``samples_per_s``, ``cpu_s``, ``max_rss_mb``, the ``timings`` section) and the
-package ``versions`` (git commit). The resolved ``config`` is compared too, but keys present on
-one side only are listed apart (a refactor may add an option whose default keeps the old
-behaviour). Writes a Markdown report and exits 1 when any result differs.
+package ``versions`` (git commit). The resolved ``config`` (and its ``config_hash``) is compared
+too but listed apart, never failing the comparison (a refactor may add an option whose default
+keeps the old behaviour), as are keys that only one side's ``timing`` records carry (the record
+of a run's settings). Writes a Markdown report and exits 1 when any result differs.
 
 Typical use: run the tiny config (tests/configs/tiny.yaml) on CPU from the commit before a
 refactor and from the commit after it, each into its own folder, then compare.
@@ -62,20 +63,22 @@ def compare(before: dict[str, Any], after: dict[str, Any], rtol: float = 0.0) ->
 
     Returns:
         ``{"differ": [(path, before, after)], "only_before": [path], "only_after": [path],
-        "config_only_before": [...], "config_only_after": [...], "compared": [n]}``.
+        "config_differ": [...], "config_only_before": [...], "config_only_after": [...],
+        "compared": [n]}``.
     """
     a = {p: v for p, v in flatten(before) if not is_machine_key(p)}
     b = {p: v for p, v in flatten(after) if not is_machine_key(p)}
-    out: dict[str, list] = {"differ": [], "only_before": [], "only_after": [],
+    out: dict[str, list] = {"differ": [], "only_before": [], "only_after": [], "config_differ": [],
                             "config_only_before": [], "config_only_after": []}
     for path in sorted(set(a) | set(b)):
-        where = "config_only" if path.startswith("config.") else "only"
+        is_config = path.startswith("config.") or path == "config_hash"
+        where = "config_only" if is_config or ".timing." in path else "only"
         if path not in b:
             out[f"{where}_before"].append(path)
         elif path not in a:
             out[f"{where}_after"].append(path)
         elif not same(a[path], b[path], rtol):
-            out["differ"].append((path, a[path], b[path]))
+            out["config_differ" if is_config else "differ"].append((path, a[path], b[path]))
     out["compared"] = [len(set(a) & set(b))]
     return out
 
@@ -98,9 +101,13 @@ def report(result: dict[str, list], before: Path, after: Path, rtol: float) -> s
         lines += ["| value | before | after |", "|---|---|---|"]
         lines += [f"| `{p}` | {x!r} | {y!r} |" for p, x, y in result["differ"][:200]]
         lines.append("")
+    if result["config_differ"]:
+        lines += ["Config values that differ (not results):", ""]
+        lines += [f"- `{p}`: {x!r} → {y!r}" for p, x, y in result["config_differ"]] + [""]
     for key, title in [("only_before", "Results only before"), ("only_after", "Results only after"),
-                       ("config_only_before", "Config keys only before"),
-                       ("config_only_after", "Config keys only after (new options)")]:
+                       ("config_only_before", "Config and record keys only before"),
+                       ("config_only_after", "Config and record keys only after (new options, "
+                                             "new fields of the run records)")]:
         if result[key]:
             lines += [f"{title}:", ""] + [f"- `{p}`" for p in result[key]] + [""]
     return "\n".join(lines)

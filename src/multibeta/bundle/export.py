@@ -13,12 +13,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
 from multibeta.bundle.card import model_card
 from multibeta.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entries
 from multibeta.cache.latent_cache import LatentCache
+from multibeta.models.loading import check_denoiser_vae
+from multibeta.sampling.directions import attribute_directions
 from multibeta.sampling.edit import Directions, basis_directions
 from multibeta.sampling.samplers import GaussianPrior
 from multibeta.utils.io import file_sha256
@@ -65,18 +68,45 @@ def edit_directions(
 ) -> dict[str, dict[str, Any]]:
     """Edit directions of the latents at level ``t_b`` (training rows), by family.
 
-    ``pca`` and ``ica``: the top ``n`` principal / independent directions (as the traversals),
-    named by index (``pca:0``). Each entry: ``names``, ``labels``, unit ``vectors [K, d]``,
-    ``stds [K]`` (the latents' std along each, one edit unit) and ``t_b``.
+    ``attribute`` (data with labels: dSprites factors, CelebA attributes): one linear-probe
+    direction per factor (:func:`multibeta.sampling.directions.attribute_directions`), named by
+    the factor (``attribute:scale``). ``pca`` and ``ica``: the top ``n`` principal / independent
+    directions (as the traversals), named by index (``pca:0``). Each entry: ``names``,
+    ``labels``, unit ``vectors [K, d]``, ``stds [K]`` (the latents' std along each, one edit
+    unit) and ``t_b``.
     """
-    rows = torch.as_tensor(cache.rows("train"))
-    latents = cache.mu_at(rows, torch.full((len(rows),), float(t_b), dtype=torch.float64)).float().cpu()
-    out = {}
+    rows = cache.rows("train")
+    idx = torch.as_tensor(rows)
+    latents = cache.mu_at(idx, torch.full((len(rows),), float(t_b), dtype=torch.float64)).float().cpu()
+    found: dict[str, Directions] = {}
+    labels, names, sizes = _labels(cache)
+    if labels is not None:
+        found["attribute"] = attribute_directions(latents, labels[rows], names, sizes, seed=seed).directions
     for family in ("pca", "ica"):
-        found: Directions = basis_directions(latents, family, n, seed=seed)
-        out[family] = {"names": [str(k) for k in range(len(found.labels))], "labels": found.labels,
-                       "vectors": found.vectors, "stds": found.stds, "t_b": float(t_b)}
+        found[family] = basis_directions(latents, family, n, seed=seed)
+    out = {}
+    for family, dirs in found.items():
+        keys = list(names) if family == "attribute" else [str(k) for k in range(len(dirs.labels))]
+        out[family] = {"names": keys, "labels": list(dirs.labels), "vectors": dirs.vectors.float(),
+                       "stds": dirs.stds.float(), "t_b": float(t_b)}
     return out
+
+
+def _labels(cache: LatentCache) -> tuple[Any, list[str], list[int]]:
+    """Per-row classes ``[N, F]``, names and sizes of the cache's factors or attributes."""
+    def attr(name: str) -> Any:
+        value = cache.attrs.get(name)
+        return json.loads(value) if isinstance(value, str) else value
+
+    classes = cache.metadata("factor_classes")
+    if classes is not None and attr("factor_names"):
+        return (np.asarray(classes, dtype=np.int64), [str(n) for n in attr("factor_names")],
+                [int(s) for s in attr("factor_sizes")])
+    attributes = cache.metadata("attributes")
+    if attributes is not None and attr("attribute_names"):
+        names = [str(n) for n in attr("attribute_names")]
+        return np.asarray(attributes, dtype=np.int64), names, [2] * len(names)
+    return None, [], []
 
 
 def export_bundle(
@@ -111,18 +141,15 @@ def export_bundle(
 
     Raises:
         VAEMismatchError: the cache was built from another VAE checkpoint.
-        ValueError: a denoiser was trained on the latents of another VAE.
+        DenoiserVAEMismatchError: a denoiser was trained on the latents of another VAE.
     """
     out_dir = Path(out_dir)
     cache = LatentCache(cache_path, in_memory=True)
     vae_sha = file_sha256(vae_path)
     cache.check_vae(vae_sha)
     vae_state = torch.load(vae_path, map_location="cpu", weights_only=False)
-    for variant, path in denoiser_paths.items():
-        trained_on = torch.load(path, map_location="cpu", weights_only=False).get("vae_sha256")
-        if trained_on != vae_sha:
-            raise ValueError(f"denoiser {variant} ({path}) was trained on the latents of another VAE "
-                             f"(sha256 {trained_on}, the VAE has {vae_sha}); rerun train_diffusion.")
+    for path in denoiser_paths.values():
+        check_denoiser_vae(torch.load(path, map_location="cpu", weights_only=False), vae_sha)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

@@ -76,6 +76,21 @@ class TraverseConfig(SamplerSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DirectionsConfig(SamplerSettings):
+    """``sampling.directions``: edit directions per factor and the selectivity of their edits."""
+
+    t_b: float
+    families: tuple[Literal["attribute", "pca", "ica", "attribute_t0"], ...]
+    amounts: tuple[float, ...]
+    grid_amounts: tuple[float, ...]
+    n_fit: int
+    n_images: int
+    split: Split
+    n_components: int
+    orientation: Literal["normal", "pattern"]
+
+
+@dataclass(frozen=True, kw_only=True)
 class SamplingConfig:
     """The whole ``sampling`` section."""
 
@@ -84,6 +99,7 @@ class SamplingConfig:
     decode_batch_size: int
     sharpen: SharpenConfig
     traverse: TraverseConfig
+    directions: DirectionsConfig
 
     def check(self, where: str = "sampling") -> None:
         """Run names must be unique: each names its output folder.
