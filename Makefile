@@ -1,6 +1,8 @@
 # The two set-up commands of the README:
 #   make run    create .venv if needed, install, run the default pipeline (config.yaml) end to end
 #   make test   create .venv if needed, install, run the test suite
+#   make report Snakemake's HTML report of the finished run of CONFIG: every figure, captioned,
+#               in <results_dir>/<experiment>/report.html (the first experiment's folder in a sweep)
 # Variables: CONFIG (config file for `make run`), CORES (default: all), GPUS (default: 1).
 
 VENV    ?= .venv
@@ -10,7 +12,7 @@ CORES   ?= $(shell nproc 2>/dev/null || echo 2)
 GPUS    ?= 1
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test lint dry-run benchmarks clean-venv
+.PHONY: run test report lint dry-run benchmarks clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,16 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
+
+# where `make report` writes: <results_dir>/<experiment>/report.html of CONFIG's first experiment
+REPORT_PATH = import sys; \
+	from multibeta.workflow.config import load_config_file; \
+	from multibeta.workflow.experiments import expand_experiments; \
+	name, cfg = next(iter(expand_experiments(load_config_file(sys.argv[1])).items())); \
+	print(cfg["results_dir"] + "/" + name + "/report.html")
+
+report: $(STAMP)
+	$(VENV)/bin/snakemake --configfile $(CONFIG) --report "$$($(VENV)/bin/python -c '$(REPORT_PATH)' $(CONFIG))"
 
 lint: $(STAMP)
 	$(VENV)/bin/snakemake --lint

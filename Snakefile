@@ -15,6 +15,11 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
+# The HTML report (`snakemake --report report.html` after a run): this text opens it, every
+# figure is registered with report() on its rule's output, its caption in workflow/report/.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/vae.smk"

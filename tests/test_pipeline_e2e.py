@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import collections
 import copy
+import html
 import json
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from PIL import Image, ImageStat
 
 from smk import TINY, load_yaml, planned_jobs, snakemake, write_config
 
@@ -57,6 +63,163 @@ def test_nothing_to_do_after_a_run(tiny_run: tuple[Path, dict[str, Any]]) -> Non
     workdir, config = tiny_run
     path = write_config(workdir / "same.yaml", config)
     assert planned_jobs(workdir, path) == collections.Counter()
+
+
+# --- the Snakemake HTML report, opened in headless Chromium -------------------------------------
+
+# Figures per report category for the tiny run (every PNG the experiment writes, plus the two
+# report downloads); the categories are the pipeline's stages in order.
+REPORT_ENTRIES = {"1. VAE": 4, "2. Diffusion": VARIANTS, "3. Sampling": RUNS, "4. Editing": 4,
+                  "5. Metrics": 1, "6. Report": 2}
+
+# Walks the report's own UI like a reader: each category from the menu, each row's eye button;
+# for a figure it waits for the <img> to load and measures it, then leaves one sampling grid
+# on screen with its caption open for the screenshot. The result goes into <pre id=...>.
+_REPORT_PROBE = r"""<script>
+(async function () {
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const out = {entries: {}, images: [], downloads: [], errors: [], caption: ""};
+  for (let i = 0; i < 200 && !(document.querySelector("nav") && typeof app !== "undefined"); i++) await sleep(50);
+  const nav = document.querySelector("nav");
+  const link = (text) => {
+    const a = [...nav.querySelectorAll("a")].find((x) => x.textContent.trim() === text);
+    if (!a) throw new Error("no link '" + text + "' in the menu");
+    return a;
+  };
+  const open = async (cat, sub) => {
+    app.setView({navbarMode: "menu"});
+    await sleep(50);
+    link(cat).click();
+    await sleep(50);
+    if (Object.keys(categories[cat]).length > 1) { link(sub).click(); await sleep(50); }
+    return [...nav.querySelectorAll("table tbody tr")];
+  };
+  const show = async (row) => {
+    row.querySelector("td:last-child a").click();
+    await sleep(50);
+    const img = [...document.querySelectorAll("#app img")].find((x) => !nav.contains(x));
+    for (let w = 0; img && w < 200 && !(img.complete && img.naturalWidth > 0); w++) await sleep(20);
+    return img;
+  };
+  try {
+    for (const cat of Object.keys(categories).sort()) {
+      out.entries[cat] = 0;
+      for (const sub of Object.keys(categories[cat]).sort()) {
+        const byLabel = new Map(categories[cat][sub].map((p) => [Object.values(results[p].labels).join("|"), p]));
+        const n = (await open(cat, sub)).length;
+        out.entries[cat] += n;
+        for (let i = 0; i < n; i++) {
+          const row = nav.querySelectorAll("table tbody tr")[i];
+          const cells = [...row.querySelectorAll("td")];
+          const label = cells.slice(0, -1).map((td) => td.textContent).join("|");
+          const path = byLabel.get(label);
+          const href = cells[cells.length - 1].querySelector("a").getAttribute("href");
+          if (href !== "#") { out.downloads.push({label, path, href: href.slice(0, 40)}); continue; }
+          const img = await show(row);
+          if (!img || !img.naturalWidth) { out.errors.push("no image shown for " + label); continue; }
+          const canvas = document.createElement("canvas");
+          canvas.width = img.naturalWidth;
+          canvas.height = img.naturalHeight;
+          const ctx = canvas.getContext("2d");
+          ctx.drawImage(img, 0, 0);
+          const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+          let sum = 0, sq = 0;
+          for (let k = 0; k < px.length; k += 4) {
+            const v = (px[k] + px[k + 1] + px[k + 2]) / 3;
+            sum += v;
+            sq += v * v;
+          }
+          const mean = sum / (px.length / 4), box = img.getBoundingClientRect();
+          out.images.push({cat, label, path, src: img.src.slice(0, 22), width: img.naturalWidth,
+                           shown: [box.width, box.height], std: Math.sqrt(Math.max(sq / (px.length / 4) - mean * mean, 0)),
+                           right_image: path !== undefined && img.src === results[path].data_uri});
+        }
+      }
+    }
+    const cat = FINAL_CATEGORY, rows = await open(cat, Object.keys(categories[cat]).sort()[0]);
+    await show(rows[0]);
+    [...rows[0].querySelectorAll("td:last-child a")][1].click();  // the (i): the caption
+    await sleep(100);
+    out.caption = nav.textContent;
+  } catch (err) {
+    out.errors.push(String((err && err.stack) || err));
+  }
+  const pre = document.createElement("pre");
+  pre.id = "multibeta-probe";
+  pre.hidden = true;
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>
+"""
+
+
+def _chromium() -> str:
+    """Chromium's executable; skips the test where there is none, unless MULTIBETA_CHROMIUM=1 (CI)."""
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    if os.environ.get("MULTIBETA_CHROMIUM") == "1":
+        pytest.fail("MULTIBETA_CHROMIUM=1 but no chromium on PATH (.ci/run installs Debian's package `chromium`)")
+    pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+
+
+def _report_json(text: str, name: str) -> Any:
+    """The JSON the report embeds as ``<script id="NAME"> var NAME = {...};``."""
+    match = re.search(rf'<script id="{name}">\s*var {name} = (.*);\n', text)
+    assert match, f"no `var {name}` in the report"
+    return json.loads(match.group(1))
+
+
+def _open_in_chromium(browser: str, report: Path, folder: Path, final_category: str) -> tuple[dict[str, Any], Path]:
+    """Load the report with the probe in headless Chromium: (the probe's findings, a screenshot)."""
+    head, body_end, tail = report.read_text().rpartition("</body>")
+    probe = folder / "probe.html"
+    probe.write_text(head + _REPORT_PROBE.replace("FINAL_CATEGORY", json.dumps(final_category)) + body_end + tail)
+    shot = folder / "report.png"
+    # virtual time: the page's timers run as fast as the CPU allows, the dump waits for the probe
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+           f"--user-data-dir={folder / 'chromium-profile'}", "--window-size=1400,900",
+           "--virtual-time-budget=600000", f"--screenshot={shot}", "--dump-dom", probe.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    match = re.search(r'<pre id="multibeta-probe"[^>]*>(.*?)</pre>', proc.stdout, re.S)
+    assert match, f"the report's probe did not finish (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    return json.loads(html.unescape(match.group(1))), shot
+
+
+def test_html_report_shows_every_figure(tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """`snakemake --report` of the tiny run: every figure registered, captioned, and rendered by Chromium."""
+    browser = _chromium()
+    workdir, config = tiny_run
+    report = tmp_path / "report.html"
+    snakemake(workdir, "--report", str(report), configfile=workdir / "config.yaml", timeout=300)
+    text = report.read_text()
+    categories, results = _report_json(text, "categories"), _report_json(text, "results")
+    assert {cat: sum(map(len, subs.values())) for cat, subs in categories.items()} == REPORT_ENTRIES
+    exp = config["experiment"]
+    written = {p.relative_to(workdir).as_posix() for p in (workdir / "results" / exp).rglob("*.png")}
+    assert {p for p in results if p.endswith(".png")} == written, "a PNG of the run is not in the report"
+    for path, result in results.items():
+        caption = result["caption"]
+        assert caption and "{{" not in caption and "system-message" not in caption, (path, caption)
+        if path.endswith(".png"):
+            assert "What to see" in caption and result["data_uri"].startswith("data:image/png;"), path
+
+    found, shot = _open_in_chromium(browser, report, tmp_path, final_category="3. Sampling")
+    assert found["errors"] == []
+    assert found["entries"] == REPORT_ENTRIES  # the rows the reader sees per category
+    figures = {img["path"]: img for img in found["images"]}
+    assert set(figures) == written
+    for path, img in figures.items():
+        assert img["right_image"] and img["src"].startswith("data:image/png"), path
+        assert img["width"] > 100 and min(img["shown"]) > 50, (path, img)  # decoded, and on screen
+        assert img["std"] > 5, (path, img)  # not a blank image
+    assert {d["path"] for d in found["downloads"]} == {f"results/{exp}/report/report.md",
+                                                         f"results/{exp}/report/metrics.json"}
+    assert "What to see" in found["caption"] and "ancestral_100" in found["caption"]
+    screen = Image.open(shot).convert("L")
+    assert screen.size == (1400, 900), screen.size
+    assert ImageStat.Stat(screen).stddev[0] > 20 and len(screen.getcolors(256)) > 20, "blank screenshot"
 
 
 def _set(config: dict[str, Any], dotted: str, value: Any) -> None:

@@ -7,7 +7,10 @@ rule train_diffusion:
     output:
         model=out("diffusion", "{variant}", "model.pt"),
         log_csv=out("diffusion", "{variant}", "train_log.csv"),
-        losses=out("diffusion", "{variant}", "loss_curves.png"),
+        losses=report(
+            out("diffusion", "{variant}", "loss_curves.png"), caption="../report/diffusion_losses.rst",
+            category="2. Diffusion", subcategory="{exp}", labels={"denoiser": "{variant}"},
+        ),
     params:
         diffusion=section("diffusion"),
     log:

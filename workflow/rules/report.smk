@@ -6,9 +6,18 @@ rule report:
     input:
         unpack(report_inputs),
     output:
-        metrics=out("report", "metrics.json"),
-        markdown=report(out("report", "report.md"), category="Report"),
-        curves=report(out("report", "metrics_vs_beta.png"), category="Report"),
+        metrics=report(
+            out("report", "metrics.json"), caption="../report/metrics_json.rst",
+            category="6. Report", subcategory="{exp}", labels={"file": "metrics.json (every number)"},
+        ),
+        markdown=report(
+            out("report", "report.md"), caption="../report/report_md.rst",
+            category="6. Report", subcategory="{exp}", labels={"file": "report.md (tables and checks)"},
+        ),
+        curves=report(
+            out("report", "metrics_vs_beta.png"), caption="../report/metrics_vs_beta.rst",
+            category="5. Metrics", subcategory="{exp}", labels={"figure": "metrics against β"},
+        ),
     params:
         # everything but `compute`, which never changes results
         config=lambda w: canonical({k: v for k, v in cfg(w).items() if k != "compute"}),
@@ -32,7 +41,10 @@ rule sweep_report:
     input:
         metrics=[f"{RESULTS}/{exp}/report/metrics.json" for exp in EXPERIMENTS],
     output:
-        markdown=report(f"{RESULTS}/sweep_report.md", category="Report"),
+        markdown=report(
+            f"{RESULTS}/sweep_report.md", caption="../report/sweep_report.rst",
+            category="6. Report", subcategory="sweep", labels={"file": "sweep_report.md (experiments side by side)"},
+        ),
     log:
         f"{RESULTS}/logs/sweep_report.log",
     threads: 1

@@ -8,7 +8,12 @@ rule sample:
         cache=rules.cache_latents.output.cache,
     output:
         samples=out("samples", "{run}", "samples.h5"),
-        grid=out("samples", "{run}", "grid.png"),
+        grid=report(
+            out("samples", "{run}", "grid.png"), caption="../report/samples.rst",
+            category="3. Sampling", subcategory="{exp}",
+            labels=lambda w: {"sampling run": "{name}: {variant}, {solver}, {steps} steps, η={eta:g}".format(
+                **sampling_run(w))},
+        ),
         timing=out("samples", "{run}", "timing.json"),
     params:
         run=sampling_run,
@@ -37,7 +42,10 @@ rule sharpen:
         vae=rules.train_vae.output.model,
         cache=rules.cache_latents.output.cache,
     output:
-        grid=out("figures", "sharpening.png"),
+        grid=report(
+            out("figures", "sharpening.png"), caption="../report/sharpening.rst",
+            category="4. Editing", subcategory="{exp}", labels={"figure": "sharpening"},
+        ),
         metrics=out("metrics", "sharpen.json"),
     params:
         sharpen=section("sampling", "sharpen"),
@@ -63,9 +71,18 @@ rule traverse:
         vae=rules.train_vae.output.model,
         cache=rules.cache_latents.output.cache,
     output:
-        dims=out("figures", "traversal_dims.png"),
-        pca=out("figures", "traversal_pca.png"),
-        ica=out("figures", "traversal_ica.png"),
+        dims=report(
+            out("figures", "traversal_dims.png"), caption="../report/traversal_dims.rst",
+            category="4. Editing", subcategory="{exp}", labels={"figure": "traversal: latent dimensions"},
+        ),
+        pca=report(
+            out("figures", "traversal_pca.png"), caption="../report/traversal_pca.rst",
+            category="4. Editing", subcategory="{exp}", labels={"figure": "traversal: PCA directions"},
+        ),
+        ica=report(
+            out("figures", "traversal_ica.png"), caption="../report/traversal_ica.rst",
+            category="4. Editing", subcategory="{exp}", labels={"figure": "traversal: ICA directions"},
+        ),
     params:
         traverse=section("sampling", "traverse"),
         seed=lambda w: cfg(w)["metrics"]["seed"],

@@ -30,10 +30,22 @@ rule vae_plots:
         model=rules.train_vae.output.model,
         log_csv=rules.train_vae.output.log_csv,
     output:
-        losses=out("vae", "plots", "loss_terms.png"),
-        sigma=out("vae", "plots", "sigma_vs_beta.png"),
-        tradeoff=out("vae", "plots", "kl_rec_vs_beta.png"),
-        recon=out("vae", "plots", "recon_grid.png"),
+        losses=report(
+            out("vae", "plots", "loss_terms.png"), caption="../report/vae_loss_terms.rst",
+            category="1. VAE", subcategory="{exp}", labels={"figure": "training losses"},
+        ),
+        sigma=report(
+            out("vae", "plots", "sigma_vs_beta.png"), caption="../report/vae_sigma_vs_beta.rst",
+            category="1. VAE", subcategory="{exp}", labels={"figure": "σ_t against β"},
+        ),
+        tradeoff=report(
+            out("vae", "plots", "kl_rec_vs_beta.png"), caption="../report/vae_kl_rec_vs_beta.rst",
+            category="1. VAE", subcategory="{exp}", labels={"figure": "KL and reconstruction against β"},
+        ),
+        recon=report(
+            out("vae", "plots", "recon_grid.png"), caption="../report/vae_recon_grid.rst",
+            category="1. VAE", subcategory="{exp}", labels={"figure": "reconstructions per β"},
+        ),
         levels=out("vae", "level_stats.json"),
     params:
         vae=section_without("vae", "baseline_betas"),
