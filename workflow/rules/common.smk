@@ -22,6 +22,7 @@ envvars:
     "HDF5_USE_FILE_LOCKING",
 
 
+from multibeta.sampling.config import DIRECTION_FAMILIES
 from multibeta.workflow.config import ConfigError
 from multibeta.workflow.experiments import canonical, classifier_id, dataset_id, expand_experiments
 
@@ -261,6 +262,10 @@ def report_inputs(wildcards):
         "figures": [f"{base}/figures/{f}.png"
                     for f in ("sharpening", "traversal_dims", "traversal_pca", "traversal_ica")],
         "sharpen_metrics": f"{base}/metrics/sharpen.json",
+        "edits": [f"{base}/metrics/edits.json"] if has_factors(exp) else [],
+        "edit_figures": [f"{base}/figures/{f}.png" for f in
+                         ["edit_scores", *(f"edits_{fam}" for fam in DIRECTION_FAMILIES)]]
+        if has_factors(exp) else [],
         "diffusion_losses": [f"{base}/diffusion/{v}/loss_curves.png" for v in variants_of(exp)],
     }
     if has_factors(exp):

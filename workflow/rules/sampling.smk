@@ -99,3 +99,41 @@ rule traverse:
         ENV
     script:
         "../scripts/traverse.py"
+
+
+rule edit_directions:
+    input:
+        dataset=dataset_path,
+        classifier=classifier_model,
+        diffusion=out("diffusion", "multibeta", "model.pt"),
+        vae=rules.train_vae.output.model,
+        cache=rules.cache_latents.output.cache,
+    output:
+        metrics=out("metrics", "edits.json"),
+        scores=report(
+            out("figures", "edit_scores.png"), caption="../report/edit_scores.rst",
+            category="4. Editing", subcategory="{exp}", labels={"figure": "edit selectivity per factor"},
+        ),
+        **{
+            f"grid_{family}": report(
+                out("figures", f"edits_{family}.png"), caption="../report/edits_family.rst",
+                category="4. Editing", subcategory="{exp}", labels={"figure": f"edits: {family} directions"},
+            )
+            for family in DIRECTION_FAMILIES
+        },
+    params:
+        directions=section("sampling", "directions"),
+        seed=lambda w: cfg(w)["metrics"]["seed"],
+    log:
+        log_path("edit_directions"),
+    benchmark:
+        bench_path("edit_directions")
+    threads: COMPUTE["gpu_threads"]
+    resources:
+        gpu=gpu_jobs(),
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        ENV
+    script:
+        "../scripts/edit_directions.py"

@@ -21,7 +21,7 @@ def main(smk) -> None:
         experiment=smk.wildcards.exp, config=smk.params.config,
         generation=smk.input.generation, levels=smk.input.levels, baselines=smk.input.baselines,
         classifier=smk.input.get("classifier"), vae_levels=smk.input.vae_levels,
-        sharpen=smk.input.sharpen_metrics, benchmarks=benchmarks,
+        sharpen=smk.input.sharpen_metrics, edits=(smk.input.edits or [None])[0], benchmarks=benchmarks,
     )
     primary = smk.params.config["metrics"]["primary_basis"]
     plot_level_curves(doc["levels"]["levels"], smk.output.curves, basis=primary)
@@ -37,6 +37,9 @@ def main(smk) -> None:
     vae_captions = ("VAE losses", "σ_t against β", "KL and reconstruction against β", "Reconstructions at 8 β")
     figures.update(dict(zip(vae_captions, smk.input.vae_plots)))
     figures.update({f"Diffusion losses: {Path(p).parent.name}": p for p in smk.input.diffusion_losses})
+    edit_captions = {"edit_scores": "Edit selectivity per factor and direction family"}
+    figures.update({edit_captions.get(Path(p).stem, f"Edits along {Path(p).stem.removeprefix('edits_')} "
+                    "directions"): p for p in smk.input.edit_figures})
     write_json(doc, smk.output.metrics)
     write_text(render_report(doc, out_path=smk.output.markdown, figures=figures), smk.output.markdown)
     logger.info("report written to %s", smk.output.markdown)

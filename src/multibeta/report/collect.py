@@ -55,6 +55,7 @@ def collect_report(
     classifier: str | Path | None = None,
     vae_levels: str | Path | None = None,
     sharpen: str | Path | None = None,
+    edits: str | Path | None = None,
     benchmarks: Iterable[str | Path] = (),
 ) -> dict[str, Any]:
     """Build the ``metrics.json`` document (every number, config hash, versions, counts)."""
@@ -73,5 +74,6 @@ def collect_report(
         "factor_classifier": read_json(classifier) if classifier else None,
         "vae_levels": read_json(vae_levels) if vae_levels else None,
         "sharpen": read_json(sharpen) if sharpen else None,
+        "edits": read_json(edits) if edits else None,
         "timings": {benchmark_name(p): read_benchmark(p) for p in benchmarks},
     }

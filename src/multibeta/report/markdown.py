@@ -129,6 +129,20 @@ def sharpening_table(sharpen: dict[str, Any]) -> str:
     return table(headers, rows)
 
 
+def edits_table(edits: dict[str, Any]) -> str:
+    """Per direction family: the edit-disentanglement score of each factor (and the change of the
+    edited factor itself), and their means."""
+    metrics, families, factors = edits["metrics"], edits["families"], edits["factors"]
+    headers = ["family", "mean score", "mean target change"] + [f"{f}: score (change)" for f in factors]
+    rows = []
+    for fam in families:
+        cells = [fam, f"{metrics[f'{fam}.score']:.3f}", f"{metrics[f'{fam}.target_change']:.3f}"]
+        cells += [f"{metrics[f'{fam}.score.{f}']:.3f} ({metrics[f'{fam}.target_change.{f}']:.2f})"
+                  if f"{fam}.score.{f}" in metrics else "–" for f in factors]
+        rows.append(cells)
+    return table(headers, rows)
+
+
 def level_table(levels: list[dict[str, Any]], columns: Sequence[tuple[str, str, str]] = LEVEL_COLUMNS) -> str:
     present = [c for c in columns if any(c[0] in lvl for lvl in levels)]
     return table([c[1] for c in present], ([_fmt(lvl.get(c[0]), c[2]) for c in present] for lvl in levels))
@@ -266,6 +280,15 @@ def render_report(doc: dict[str, Any], *, out_path: str | os.PathLike, figures: 
         parts += ["", "## Sharpening", "",
                   f"Held-out images encoded at t_b, decoded there directly or denoised to t = 0 first "
                   f"({doc['sharpen']['n_images']} images).", "", sharpening_table(doc["sharpen"])]
+    if doc.get("edits"):
+        cfg = doc["edits"]["config"]
+        parts += ["", "## Edit directions", "",
+                  f"Held-out images ({doc['edits']['n_images']}) moved by {cfg['amounts']} standard "
+                  f"deviations along one direction per factor at t_b = {cfg['t_b']:g} (attribute_t0: at "
+                  "t = 0, no denoiser), denoised to t = 0 and read by the factor classifier. Score = "
+                  "change of the edited factor / (that + mean change of the others): 1 only the target "
+                  "moves, 0.5 no selectivity (or no change: see the change in brackets, relative to the "
+                  "difference between two images).", "", edits_table(doc["edits"])]
     levels = doc["levels"]["levels"]
     parts += ["", "## Reconstruction and disentanglement per level", "",
               "Reconstructions of held-out images decoded from the cached μ_t"

@@ -23,6 +23,9 @@ from multibeta.core.config import ConfigError
 from multibeta.sampling.settings import SamplerSettings
 
 Split = Literal["train", "validation", "test"]
+#: The direction families of rule edit_directions (one figure each): probes at t_b, the PCA / ICA
+#: component best matched to each factor, probes at t = 0 edited without the denoiser.
+DIRECTION_FAMILIES: tuple[str, ...] = ("attribute", "pca", "ica", "attribute_t0")
 Prior = Literal["standard", "fitted"]
 
 
@@ -80,7 +83,6 @@ class DirectionsConfig(SamplerSettings):
     """``sampling.directions``: edit directions per factor and the selectivity of their edits."""
 
     t_b: float
-    families: tuple[Literal["attribute", "pca", "ica", "attribute_t0"], ...]
     amounts: tuple[float, ...]
     grid_amounts: tuple[float, ...]
     n_fit: int
