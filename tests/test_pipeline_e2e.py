@@ -1,4 +1,4 @@
-"""End to end: the tiny config through Snakemake, then the rerun table of the README.
+"""End to end: the tiny config through Snakemake, then the rerun table of docs/USAGE.md.
 
 One real run (module fixture); every edit below is then checked with a dry run, which must
 list exactly the jobs that depend on the edited config keys.
@@ -69,7 +69,7 @@ def test_nothing_to_do_after_a_run(tiny_run: tuple[Path, dict[str, Any]]) -> Non
 
 # Figures per report category for the tiny run (every PNG the experiment writes, plus the two
 # report downloads); the categories are the pipeline's stages in order.
-REPORT_ENTRIES = {"1. VAE": 4, "2. Diffusion": VARIANTS, "3. Sampling": RUNS, "4. Editing": 4,
+REPORT_ENTRIES = {"1. VAE": 4, "2. Diffusion": VARIANTS, "3. Sampling": RUNS, "4. Editing": 4 + 5,
                   "5. Metrics": 1, "6. Report": 2}
 
 # Walks the report's own UI like a reader: each category from the menu, each row's eye button;
@@ -197,7 +197,8 @@ def test_html_report_shows_every_figure(tiny_run: tuple[Path, dict[str, Any]], t
     categories, results = _report_json(text, "categories"), _report_json(text, "results")
     assert {cat: sum(map(len, subs.values())) for cat, subs in categories.items()} == REPORT_ENTRIES
     exp = config["experiment"]
-    written = {p.relative_to(workdir).as_posix() for p in (workdir / "results" / exp).rglob("*.png")}
+    written = {p.relative_to(workdir).as_posix() for p in (workdir / "results" / exp).rglob("*.png")
+               if "bundle" not in p.parts}  # the bundle holds copies of the loss curves
     assert {p for p in results if p.endswith(".png")} == written, "a PNG of the run is not in the report"
     for path, result in results.items():
         caption = result["caption"]
@@ -235,29 +236,32 @@ def _add_run(config: dict[str, Any]) -> None:
 
 
 DOWNSTREAM_OF_DIFFUSION = {"train_diffusion": VARIANTS, "sample": RUNS, "sharpen": 1, "traverse": 1,
-                           "generation_metrics": RUNS, "report": 1, "all": 1}
+                           "edit_directions": 1, "generation_metrics": RUNS, "report": 1,
+                           "export_bundle": 1, "all": 1}
 DOWNSTREAM_OF_VAE = {**DOWNSTREAM_OF_DIFFUSION, "train_vae": 1, "vae_plots": 1, "train_vae_baseline": 1,
                      "cache_latents": 1, "level_metrics": 1, "baseline_metrics": 1}
 
-# The README's table "you change X -> these steps rerun".
+# docs/USAGE.md's table "you change X -> these steps rerun".
 RERUN_TABLE: list[tuple[str, Callable[[dict[str, Any]], None], dict[str, int]]] = [
     ("compute.cpu_threads", lambda c: _set(c, "compute.cpu_threads", 2), {}),
     ("compute.device", lambda c: _set(c, "compute.device", "auto"), {}),
     ("metrics.mig.num_bins", lambda c: _set(c, "metrics.mig.num_bins", 10),
-     {"level_metrics": 1, "baseline_metrics": 1, "report": 1, "all": 1}),
+     {"level_metrics": 1, "baseline_metrics": 1, "report": 1, "export_bundle": 1, "all": 1}),
     ("metrics.generation.kid_subsets", lambda c: _set(c, "metrics.generation.kid_subsets", 5),
-     {"reference_features": 1, "generation_metrics": RUNS, "report": 1, "all": 1}),
+     {"reference_features": 1, "generation_metrics": RUNS, "report": 1, "export_bundle": 1, "all": 1}),
     ("sampling.runs[1].steps", lambda c: _set(c, "sampling.runs.1.steps", 12),
-     {"sample": 1, "generation_metrics": 1, "report": 1, "all": 1}),
-    ("sampling.runs += ddim_20", _add_run, {"sample": 1, "generation_metrics": 1, "report": 1, "all": 1}),
+     {"sample": 1, "generation_metrics": 1, "report": 1, "export_bundle": 1, "all": 1}),
+    ("sampling.runs += ddim_20", _add_run, {"sample": 1, "generation_metrics": 1, "report": 1, "export_bundle": 1, "all": 1}),
+    ("sampling.directions.t_b", lambda c: _set(c, "sampling.directions.t_b", 0.75),
+     {"edit_directions": 1, "report": 1, "export_bundle": 1, "all": 1}),
     ("sampling.sharpen.steps", lambda c: _set(c, "sampling.sharpen.steps", 10),
-     {"sharpen": 1, "report": 1, "all": 1}),
+     {"sharpen": 1, "report": 1, "export_bundle": 1, "all": 1}),
     ("diffusion.lambda_delta", lambda c: _set(c, "diffusion.lambda_delta", 0.5), DOWNSTREAM_OF_DIFFUSION),
     ("cache.dtype", lambda c: _set(c, "cache.dtype", "float16"),
      {**DOWNSTREAM_OF_DIFFUSION, "cache_latents": 1, "level_metrics": 1}),
     ("vae.lr", lambda c: _set(c, "vae.lr", 0.002), DOWNSTREAM_OF_VAE),
     ("vae.baseline_betas += 3", lambda c: _set(c, "vae.baseline_betas", [1.0, 3.0]),
-     {"train_vae_baseline": 1, "baseline_metrics": 1, "report": 1, "all": 1}),
+     {"train_vae_baseline": 1, "baseline_metrics": 1, "report": 1, "export_bundle": 1, "all": 1}),
 ]
 
 
@@ -292,3 +296,98 @@ def test_sweep_shares_the_dataset_and_compares_experiments(tiny_run: tuple[Path,
     assert len(list((results / "datasets").iterdir())) == 1
     table = (results / "sweep_report.md").read_text()
     assert "| tiny |" in table and "| tiny-seed1 |" in table
+
+
+# ------------------------------------------------------------------------------------- bundles
+
+_BUNDLE_PROBE = r"""
+import json, sys
+import numpy as np, torch
+from multibeta.api import MultiBeta
+from multibeta.core.config import from_section
+from multibeta.sampling.config import SampleRunConfig
+from multibeta.sampling.store import read_samples
+
+bundle, samples_dir = sys.argv[1], sys.argv[2]
+mb = MultiBeta.load(bundle)
+out = {"runs": {}, "version_warnings": mb.bundle.version_warnings}
+for entry in mb.bundle.config["sampling"]["runs"]:
+    run = from_section(SampleRunConfig, entry, "run")
+    if run.variant != mb.variant:
+        continue
+    ref = read_samples(f"{samples_dir}/{run.name}/samples.h5")
+    z = mb.sample_latents(run.n_samples, run.sampler(), prior=run.prior, final_mean=run.final_mean)
+    images = mb.decode(z, 0.0)
+    out["runs"][run.name] = {
+        "latents_equal": bool(torch.equal(z, torch.as_tensor(ref["latents"]))),
+        "image_max_diff": float((images * 255 - torch.as_tensor(ref["images"]).float()).abs().max()),
+    }
+x = torch.as_tensor(ref["images"][:2]).float() / 255
+sharp = mb.sharpen(x, 0.5)
+path = mb.interpolate(x[0], x[1], 0.5, 5)
+direction, unit = mb.bundle.direction("attribute:scale")
+edited = mb.edit(x, direction, 2 * unit, 0.5)
+out["shapes"] = [list(sharp.shape), list(path.shape), list(edited.shape)]
+out["in_range"] = all(float(t.min()) >= 0 and float(t.max()) <= 1 for t in (sharp, path, edited))
+out["ends"] = float((path[0] - mb.sharpen(x[:1], 0.5)[0]).abs().max())
+print(json.dumps(out))
+"""
+
+
+def _multibeta_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    exe = str(Path(os.sys.executable).with_name("multibeta"))
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_bundle_reproduces_the_pipeline_in_a_fresh_process(
+    tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    workdir, config = tiny_run
+    base = workdir / "results" / config["experiment"]
+    probe = tmp_path / "probe.py"
+    probe.write_text(_BUNDLE_PROBE)
+    proc = subprocess.run([os.sys.executable, str(probe), str(base / "bundle"), str(base / "samples")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    multibeta_runs = {r["name"] for r in config["sampling"]["runs"] if r.get("variant", "multibeta") == "multibeta"}
+    assert set(found["runs"]) == multibeta_runs and found["version_warnings"] == []
+    for name, run in found["runs"].items():
+        assert run["latents_equal"], name  # bit-identical to the pipeline's samples on the CPU
+        assert run["image_max_diff"] <= 1.0, (name, run)  # the same images, up to uint8 rounding
+    assert found["shapes"] == [[2, 1, 64, 64], [5, 1, 64, 64], [2, 1, 64, 64]] and found["in_range"]
+    assert found["ends"] == 0.0  # the interpolation starts at the first image's sharpening
+
+
+def test_cli_uses_the_bundle_and_refuses_a_damaged_one(
+    tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    workdir, config = tiny_run
+    bundle = workdir / "results" / config["experiment"] / "bundle"
+    info = _multibeta_cli("info", str(bundle), cwd=tmp_path)
+    assert info.returncode == 0 and "directions attribute: shape, scale" in info.stdout, info.stderr
+    sample = _multibeta_cli("sample", str(bundle), "-n", "8", "--steps", "5", "--out", "s.png",
+                            "--tensor", "s.pt", cwd=tmp_path)
+    assert sample.returncode == 0, sample.stderr
+    assert Image.open(tmp_path / "s.png").size[0] > 100
+    for i, img in enumerate(__import__("torch").load(tmp_path / "s.pt")[:2]):
+        Image.fromarray((img[0].numpy() * 255).astype("uint8")).save(tmp_path / f"in{i}.png")
+    for args in (["sharpen", "in0.png", "in1.png", "--t-b", "0.5"],
+                 ["interpolate", "in0.png", "in1.png", "-n", "4"],
+                 ["edit", "in0.png", "--direction", "attribute:scale", "--amounts", "-1", "1"]):
+        done = _multibeta_cli(args[0], str(bundle), *args[1:], "--steps", "5", "--out", f"{args[0]}.png",
+                              cwd=tmp_path)
+        assert done.returncode == 0 and (tmp_path / f"{args[0]}.png").stat().st_size > 1000, done.stderr
+    bad = _multibeta_cli("edit", str(bundle), "in0.png", "--direction", "attribute:colour", cwd=tmp_path)
+    assert bad.returncode == 2 and "attribute: shape, scale" in bad.stderr
+    damaged = tmp_path / "damaged"
+    shutil.copytree(bundle, damaged)
+    with open(damaged / "vae.pt", "r+b") as fh:
+        fh.seek(100)
+        byte = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    refused = _multibeta_cli("sample", str(damaged), "-n", "2", cwd=tmp_path)
+    assert refused.returncode == 2 and "vae.pt: SHA-256 differs" in refused.stderr, refused.stderr
+    missing = _multibeta_cli("info", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert missing.returncode == 2 and "no bundle at" in missing.stderr

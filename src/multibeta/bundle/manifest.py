@@ -19,6 +19,9 @@ from multibeta.utils.io import file_sha256
 #: Version of the bundle layout; a bundle of another version is refused with its number.
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: Files that are not part of a bundle: the manifest itself and the marker Snakemake puts in a
+#: directory() output.
+NOT_LISTED = frozenset({MANIFEST, ".snakemake_timestamp"})
 #: Versions whose difference from the running ones is worth a warning when loading.
 COMPARED_VERSIONS = ("multibeta", "torch", "numpy")
 
@@ -32,7 +35,7 @@ def file_entries(root: Path) -> dict[str, dict[str, Any]]:
     entries = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if rel != MANIFEST:
+        if rel not in NOT_LISTED:
             entries[rel] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
     return entries
 
@@ -90,9 +93,9 @@ def verify_files(root: str | os.PathLike, manifest: dict[str, Any]) -> None:
 
 
 def file_entries_names(root: Path) -> list[str]:
-    """Relative paths of every file under ``root`` except the manifest (no hashing)."""
+    """Relative paths of every file under ``root`` but :data:`NOT_LISTED` (no hashing)."""
     return [p.relative_to(root).as_posix() for p in root.rglob("*")
-            if p.is_file() and p.relative_to(root).as_posix() != MANIFEST]
+            if p.is_file() and p.relative_to(root).as_posix() not in NOT_LISTED]
 
 
 def version_differences(recorded: dict[str, Any], running: dict[str, Any]) -> list[str]:
