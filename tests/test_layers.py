@@ -21,9 +21,10 @@ def _layers() -> list[str]:
 
 def test_every_subpackage_has_a_layer() -> None:
     packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    packages |= {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}  # cli, api
     listed = {layer.removeprefix("multibeta.") for layer in _layers()}
     assert packages == listed, (
-        f"subpackages without a layer: {sorted(packages - listed)}; layers without a package: "
+        f"subpackages or modules without a layer: {sorted(packages - listed)}; layers without a package: "
         f"{sorted(listed - packages)}. Add new packages to [tool.importlinter] in pyproject.toml."
     )
 

@@ -391,3 +391,19 @@ def test_cli_uses_the_bundle_and_refuses_a_damaged_one(
     assert refused.returncode == 2 and "vae.pt: SHA-256 differs" in refused.stderr, refused.stderr
     missing = _multibeta_cli("info", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode == 2 and "no bundle at" in missing.stderr
+
+
+def test_an_experiment_started_from_a_bundle_trains_nothing(
+    tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    workdir, config = tiny_run
+    bundle = workdir / "results" / config["experiment"] / "bundle"
+    started = {**copy.deepcopy(config), "experiment": "from_bundle", "bundle": str(bundle)}
+    started["vae"] = {"steps": 5}  # replaced by the bundle's section: nothing retrains
+    jobs = planned_jobs(tmp_path, write_config(tmp_path / "from_bundle.yaml", started))
+    assert not {"train_vae", "train_vae_baseline", "train_diffusion"} & set(jobs), jobs
+    assert jobs["verify_bundle"] == 1 and jobs["sample"] == RUNS and jobs["report"] == 1
+    assert jobs["cache_latents"] == 1 and jobs["edit_directions"] == 1
+    missing = {**started, "bundle": str(tmp_path / "no_bundle")}
+    proc = snakemake(tmp_path, "-n", configfile=write_config(tmp_path / "missing.yaml", missing), check=False)
+    assert proc.returncode != 0 and "invalid config at 'bundle'" in proc.stderr + proc.stdout

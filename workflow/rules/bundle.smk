@@ -24,3 +24,22 @@ rule export_bundle:
         ENV
     script:
         "../scripts/export_bundle.py"
+
+
+rule verify_bundle:
+    input:
+        manifest=lambda w: f"{from_bundle(w.exp)}/manifest.json",
+    output:
+        stamp=out("bundle_verified.json"),
+    params:
+        bundle=lambda w: from_bundle(w.exp),
+    log:
+        log_path("verify_bundle"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    conda:
+        ENV
+    script:
+        "../scripts/verify_bundle.py"

@@ -3,8 +3,9 @@
 
 rule cache_latents:
     input:
+        unpack(bundle_check),
         dataset=dataset_path,
-        model=rules.train_vae.output.model,
+        model=vae_model,
     output:
         cache=out("cache", "latents.h5"),
     params:

@@ -189,10 +189,48 @@ def all_targets():
     return targets
 
 
+def from_bundle(exp):
+    """The bundle folder an experiment starts from, or None (it trains its own models)."""
+    return EXPERIMENTS[exp]["bundle"]
+
+
+def vae_model(wildcards):
+    """The multi-β VAE checkpoint: trained by rule train_vae, or the bundle's."""
+    bundle = from_bundle(wildcards.exp)
+    return f"{bundle}/vae.pt" if bundle else f"{RESULTS}/{wildcards.exp}/vae/model.pt"
+
+
+def vae_log(wildcards):
+    """The VAE's training log (for its plots): train_vae's, or the copy in the bundle."""
+    bundle = from_bundle(wildcards.exp)
+    return f"{bundle}/training/vae_train_log.csv" if bundle else f"{RESULTS}/{wildcards.exp}/vae/train_log.csv"
+
+
+def denoiser_path(exp, variant):
+    bundle = from_bundle(exp)
+    return f"{bundle}/denoisers/{variant}.pt" if bundle else f"{RESULTS}/{exp}/diffusion/{variant}/model.pt"
+
+
+def denoiser_file(exp, variant, name):
+    """A training record of a denoiser (train_log.csv, loss_curves.png), or the bundle's copy."""
+    bundle = from_bundle(exp)
+    return f"{bundle}/training/{variant}_{name}" if bundle else f"{RESULTS}/{exp}/diffusion/{variant}/{name}"
+
+
+def multibeta_denoiser(wildcards):
+    """The multibeta denoiser (sharpening, traversals, edits)."""
+    return denoiser_path(wildcards.exp, "multibeta")
+
+
+def bundle_check(wildcards):
+    """``{"bundle_check": ...}`` (rule verify_bundle's stamp) for an experiment started from a
+    bundle, so the files are checked before the first job reads them; else nothing."""
+    return {"bundle_check": f"{RESULTS}/{wildcards.exp}/bundle_verified.json"} if from_bundle(wildcards.exp) else {}
+
+
 def run_model(wildcards):
     """The diffusion checkpoint of the variant a sampling run uses."""
-    variant = sampling_run(wildcards)["variant"]
-    return f"{RESULTS}/{wildcards.exp}/diffusion/{variant}/model.pt"
+    return denoiser_path(wildcards.exp, sampling_run(wildcards)["variant"])
 
 
 # One factor classifier per dataset and classifier config, shared by every experiment that
@@ -266,7 +304,7 @@ def report_inputs(wildcards):
         "edit_figures": [f"{base}/figures/{f}.png" for f in
                          ["edit_scores", *(f"edits_{fam}" for fam in DIRECTION_FAMILIES)]]
         if has_factors(exp) else [],
-        "diffusion_losses": [f"{base}/diffusion/{v}/loss_curves.png" for v in variants_of(exp)],
+        "diffusion_losses": [denoiser_file(exp, v, "loss_curves.png") for v in variants_of(exp)],
     }
     if has_factors(exp):
         inputs["classifier"] = f"{classifier_dir(wildcards)}/accuracy.json"
@@ -276,16 +314,17 @@ def report_inputs(wildcards):
 def bundle_inputs(wildcards):
     """What rule export_bundle packs: the VAE, each denoiser with its training records, the
     latent cache (σ_t table, start distribution, directions) and the report's numbers."""
-    base = f"{RESULTS}/{wildcards.exp}"
+    exp = wildcards.exp
+    base = f"{RESULTS}/{exp}"
     inputs = {
-        "vae": f"{base}/vae/model.pt",
-        "vae_log": f"{base}/vae/train_log.csv",
+        "vae": vae_model(wildcards),
+        "vae_log": vae_log(wildcards),
         "cache": f"{base}/cache/latents.h5",
         "metrics": f"{base}/report/metrics.json",
     }
-    for v in variants_of(wildcards.exp):
-        inputs[f"denoiser_{v}"] = f"{base}/diffusion/{v}/model.pt"
-        inputs[f"log_{v}"] = f"{base}/diffusion/{v}/train_log.csv"
-        inputs[f"losses_{v}"] = f"{base}/diffusion/{v}/loss_curves.png"
+    for v in variants_of(exp):
+        inputs[f"denoiser_{v}"] = denoiser_path(exp, v)
+        inputs[f"log_{v}"] = denoiser_file(exp, v, "train_log.csv")
+        inputs[f"losses_{v}"] = denoiser_file(exp, v, "loss_curves.png")
     return inputs
 

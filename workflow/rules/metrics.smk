@@ -100,7 +100,7 @@ rule level_metrics:
         unpack(classifier_inputs),
         dataset=dataset_path,
         cache=rules.cache_latents.output.cache,
-        vae=rules.train_vae.output.model,
+        vae=vae_model,
     output:
         metrics=out("metrics", "levels.json"),
     params:
@@ -125,7 +125,7 @@ rule baseline_metrics:
         unpack(classifier_inputs),
         dataset=dataset_path,
         baseline=rules.train_vae_baseline.output.model,
-        vae=rules.train_vae.output.model,
+        vae=vae_model,
     output:
         metrics=out("metrics", "baselines", "beta{beta}.json"),
     params:

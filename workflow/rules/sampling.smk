@@ -4,7 +4,7 @@
 rule sample:
     input:
         diffusion=run_model,
-        vae=rules.train_vae.output.model,
+        vae=vae_model,
         cache=rules.cache_latents.output.cache,
     output:
         samples=out("samples", "{run}", "samples.h5"),
@@ -38,8 +38,8 @@ rule sharpen:
     input:
         unpack(classifier_inputs),
         dataset=dataset_path,
-        diffusion=out("diffusion", "multibeta", "model.pt"),
-        vae=rules.train_vae.output.model,
+        diffusion=multibeta_denoiser,
+        vae=vae_model,
         cache=rules.cache_latents.output.cache,
     output:
         grid=report(
@@ -67,8 +67,8 @@ rule sharpen:
 rule traverse:
     input:
         dataset=dataset_path,
-        diffusion=out("diffusion", "multibeta", "model.pt"),
-        vae=rules.train_vae.output.model,
+        diffusion=multibeta_denoiser,
+        vae=vae_model,
         cache=rules.cache_latents.output.cache,
     output:
         dims=report(
@@ -105,8 +105,8 @@ rule edit_directions:
     input:
         dataset=dataset_path,
         classifier=classifier_model,
-        diffusion=out("diffusion", "multibeta", "model.pt"),
-        vae=rules.train_vae.output.model,
+        diffusion=multibeta_denoiser,
+        vae=vae_model,
         cache=rules.cache_latents.output.cache,
     output:
         metrics=out("metrics", "edits.json"),

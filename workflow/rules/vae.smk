@@ -26,9 +26,10 @@ rule train_vae:
 
 rule vae_plots:
     input:
+        unpack(bundle_check),
         dataset=dataset_path,
-        model=rules.train_vae.output.model,
-        log_csv=rules.train_vae.output.log_csv,
+        model=vae_model,
+        log_csv=vae_log,
     output:
         losses=report(
             out("vae", "plots", "loss_terms.png"), caption="../report/vae_loss_terms.rst",

@@ -19,6 +19,7 @@ from typing import Any
 from multibeta.utils.io import canonical_json, config_hash
 from multibeta.workflow.checks import check_experiment
 from multibeta.workflow.config import ConfigError, resolve_config
+from multibeta.workflow.from_bundle import apply_bundle, check_bundle_variants
 
 _GLOBAL_KEYS = ("experiment", "results_dir", "sweep", "compute")
 
@@ -43,8 +44,9 @@ def expand_experiments(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
             (:func:`multibeta.workflow.checks.check_experiment`), invalid override, duplicate
             experiment names, or an override of a key that is global to the invocation.
     """
-    base = resolve_config(raw)
+    base = resolve_config(apply_bundle(raw))
     check_experiment(base)
+    check_bundle_variants(base)
     experiments = {base["experiment"]: base}
     for entry in base["sweep"]:
         name = entry["name"]
@@ -60,8 +62,9 @@ def expand_experiments(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
             set_dotted(derived, key, value)
         derived["experiment"] = name
         try:
-            experiments[name] = resolve_config(derived)
+            experiments[name] = resolve_config(apply_bundle(derived))
             check_experiment(experiments[name])
+            check_bundle_variants(experiments[name])
         except ConfigError as exc:
             raise ConfigError(f"sweep '{name}': {exc}") from exc
     return experiments

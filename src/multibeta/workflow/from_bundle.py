@@ -1,0 +1,64 @@
+"""Experiments that start from a bundle: the bundle's trained sections replace the config's.
+
+With ``bundle: <folder>`` the data, vae, cache and diffusion sections of the experiment are
+those recorded in the bundle (they define the trained models), fixed-β baselines are dropped
+(a bundle holds none), and every sampling run must use a denoiser variant the bundle has.
+Only the manifest is read here (fast, at DAG construction); rule ``verify_bundle`` checks the
+files' SHA-256 before the first job that reads them.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from multibeta.bundle.manifest import BundleError, read_manifest
+from multibeta.core.config import ConfigError
+
+#: Sections of the config that the bundle's models define.
+TRAINED_SECTIONS = ("data", "vae", "cache", "diffusion")
+BUNDLE_CONFIG = "config.yaml"
+
+
+def apply_bundle(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with the trained sections of its ``bundle`` (unchanged without one).
+
+    Raises:
+        ConfigError: naming ``bundle``: no bundle there, another format version, or a sampling
+            run whose variant the bundle lacks.
+    """
+    folder = (raw or {}).get("bundle")
+    if not folder:
+        return raw
+    try:
+        manifest = read_manifest(folder)
+        recorded = yaml.safe_load((Path(folder) / BUNDLE_CONFIG).read_text())
+    except (BundleError, OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"invalid config at 'bundle': {exc}") from exc
+    out = copy.deepcopy(raw)
+    for section in TRAINED_SECTIONS:
+        out[section] = copy.deepcopy(recorded[section])
+    out["vae"]["baseline_betas"] = []  # a bundle holds the multi-β model only
+    out["diffusion"]["variants"] = list(manifest.get("variants", []))
+    return out
+
+
+def check_bundle_variants(config: dict[str, Any]) -> None:
+    """Every sampling run of a resolved config started from a bundle uses one of its denoisers.
+
+    Raises:
+        ConfigError: naming the run's key and the bundle's variants.
+    """
+    if not config.get("bundle"):
+        return
+    variants = set(config["diffusion"]["variants"])
+    for i, run in enumerate(config["sampling"]["runs"]):
+        if run["variant"] not in variants:
+            raise ConfigError(
+                f"invalid config at 'sampling.runs[{i}].variant': {run['variant']!r} — the bundle "
+                f"{config['bundle']} holds the denoisers {sorted(variants)}; use one of them or "
+                "drop the run."
+            )

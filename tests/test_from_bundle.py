@@ -1,0 +1,49 @@
+"""Experiments started from a bundle take its trained sections and refuse what it lacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from multibeta.bundle.manifest import FORMAT_VERSION
+from multibeta.workflow.config import ConfigError, resolve_config
+from multibeta.workflow.experiments import expand_experiments
+from multibeta.workflow.from_bundle import apply_bundle
+
+
+def _bundle(root: Path, variants: list[str]) -> Path:
+    recorded = resolve_config({"experiment": "trained", "vae": {"steps": 123, "baseline_betas": [1.0]},
+                               "diffusion": {"variants": variants}})
+    root.mkdir()
+    (root / "config.yaml").write_text(yaml.safe_dump(recorded))
+    (root / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "variants": variants,
+                                                    "files": {}}))
+    return root
+
+
+def test_the_bundle_sections_replace_the_configs(tmp_path: Path) -> None:
+    assert apply_bundle({"vae": {"steps": 5}}) == {"vae": {"steps": 5}}
+    bundle = _bundle(tmp_path / "b", ["multibeta", "noise_only", "standard_ldm"])
+    (exp,) = expand_experiments({"bundle": str(bundle), "vae": {"steps": 5},
+                                 "sampling": {"grid": {"n_images": 4}}}).values()
+    assert exp["vae"]["steps"] == 123 and exp["vae"]["baseline_betas"] == []  # no baselines to train
+    assert exp["sampling"]["grid"]["n_images"] == 4  # the config's own sampling section stays
+
+
+def test_a_run_of_a_variant_the_bundle_lacks_is_refused(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path / "b", ["multibeta"])
+    runs = [{"name": "a", "variant": "multibeta", "steps": 5}, {"name": "b", "variant": "standard_ldm", "steps": 5}]
+    with pytest.raises(ConfigError, match=r"sampling\.runs\[1\]\.variant.*holds the denoisers \['multibeta'\]"):
+        expand_experiments({"bundle": str(bundle), "sampling": {"runs": runs}})
+
+
+def test_a_missing_or_foreign_bundle_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"invalid config at 'bundle': no bundle at"):
+        expand_experiments({"bundle": str(tmp_path / "nowhere")})
+    bundle = _bundle(tmp_path / "b", ["multibeta"])
+    (bundle / "manifest.json").write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(ConfigError, match=r"'bundle'.*format version 99"):
+        expand_experiments({"bundle": str(bundle)})
