@@ -37,7 +37,7 @@ N_IMAGES = 200
 PAPER_JOBS = {
     "prepare_data": 1, "train_vae": 1, "vae_plots": 1, "train_vae_baseline": 2, "cache_latents": 1,
     "train_diffusion": 3, "sample": 5, "sharpen": 1, "traverse": 1, "reference_features": 1,
-    "generation_metrics": 5, "level_metrics": 1, "baseline_metrics": 2, "report": 1, "all": 1,
+    "generation_metrics": 5, "level_metrics": 1, "baseline_metrics": 2, "report": 1, "export_bundle": 1, "all": 1,
 }
 
 

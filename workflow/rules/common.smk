@@ -312,8 +312,8 @@ def report_inputs(wildcards):
 
 
 def bundle_inputs(wildcards):
-    """What rule export_bundle packs: the VAE, each denoiser with its training records, the
-    latent cache (σ_t table, start distribution, directions) and the report's numbers."""
+    """The inputs of export_bundle (the VAE, each denoiser with its training records, the
+    latent cache for the σ_t table, start distribution and directions, and the report's numbers)."""
     exp = wildcards.exp
     base = f"{RESULTS}/{exp}"
     inputs = {
