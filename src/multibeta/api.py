@@ -43,8 +43,9 @@ ImagesLike = torch.Tensor | np.ndarray | Sequence[str | os.PathLike]
 class MultiBeta:
     """A trained multi-β VAE and one of its latent denoisers, loaded from a bundle.
 
-    Build with :meth:`load`. ``settings`` are the sampler settings used when a method is not
-    given its own (by default the bundle experiment's first sampling run of this variant).
+    Build with :meth:`load`. Methods not given sampler settings use :attr:`settings` (drawing
+    samples: the experiment's first sampling run of this variant) or :attr:`edit_settings`
+    (denoising encoded images: the experiment's sharpening settings).
     """
 
     def __init__(self, bundle: Bundle, *, variant: str = "multibeta", runtime: Runtime) -> None:
@@ -58,7 +59,10 @@ class MultiBeta:
                                                                 map_location=runtime.device)
         self.sigma = getattr(self.denoiser, "sigma_table", None)
         self.prior = bundle.prior() if variant != "standard_ldm" else None
+        #: Sampler settings of :meth:`sample` (the experiment's first run of this variant).
         self.settings = self._default_settings()
+        #: Sampler settings of the methods that denoise encoded images (``sampling.sharpen``'s).
+        self.edit_settings = self._edit_defaults() if variant != "standard_ldm" else self.settings
         #: Show progress bars for the reverse process (the CLI turns them on).
         self.progress = False
 
@@ -92,16 +96,26 @@ class MultiBeta:
     # ----------------------------------------------------------------------------- settings
 
     def _default_settings(self) -> SamplerSettings:
+        """The experiment's first sampling run of this variant (else its sharpening settings)."""
         sampling = self.bundle.config.get("sampling", {})
         for entry in sampling.get("runs", []):
             if entry.get("variant") == self.variant:
                 return from_section(SampleRunConfig, entry, f"sampling.runs[{entry.get('name')}]").sampler()
-        sharpen = dict(sampling.get("sharpen", {}))
-        keys = {"variant", "steps", "eta", "solver", "spacing", "seed", "batch_size"}
-        return SamplerSettings(**{**{k: sharpen[k] for k in keys}, "variant": self.variant})
+        return self._edit_defaults()
 
-    def with_settings(self, **changes: Any) -> SamplerSettings:
-        """The default settings with some keys changed, e.g. ``with_settings(steps=10)``.
+    def _edit_defaults(self) -> SamplerSettings:
+        """The experiment's ``sampling.sharpen`` settings with this variant: how the pipeline
+        denoises encoded images (deterministic, η = 0 by default)."""
+        sharpen = dict(self.bundle.config.get("sampling", {}).get("sharpen", {}))
+        return SamplerSettings(**{**{k: sharpen[k] for k in SamplerSettings.__dataclass_fields__},
+                                  "variant": self.variant})
+
+    def with_settings(self, kind: str = "sample", **changes: Any) -> SamplerSettings:
+        """Default settings with some keys changed, e.g. ``with_settings(steps=10)``.
+
+        Args:
+            kind: ``sample`` (:attr:`settings`, for :meth:`sample`) or ``edit``
+                (:attr:`edit_settings`, for :meth:`sharpen`, :meth:`interpolate`, :meth:`edit`).
 
         Raises:
             ConfigError: an unknown key or an invalid combination (heun with η > 0).
@@ -110,7 +124,9 @@ class MultiBeta:
         if unknown:
             raise ConfigError(f"unknown sampler settings {unknown}; known: "
                               f"{sorted(SamplerSettings.__dataclass_fields__)}")
-        settings = replace(self.settings, **changes)
+        if kind not in ("sample", "edit"):
+            raise ValueError(f"kind must be 'sample' or 'edit', got {kind!r}")
+        settings = replace(self.settings if kind == "sample" else self.edit_settings, **changes)
         settings.check("settings")
         return settings
 
@@ -182,7 +198,7 @@ class MultiBeta:
     def denoise(self, z: torch.Tensor, t_b: float, settings: SamplerSettings | None = None) -> torch.Tensor:
         """Latents ``[N, d]`` at level ``t_b`` denoised to t = 0 (``[N, d]``)."""
         return denoise_to_zero(self.denoiser, self.sigma, torch.as_tensor(z, dtype=torch.float32),
-                               settings or self.settings, t_b=_level(t_b, "t_b"), device=self.runtime,
+                               settings or self.edit_settings, t_b=_level(t_b, "t_b"), device=self.runtime,
                                progress=self.progress)
 
     def sharpen(self, images: ImagesLike, t_b: float, settings: SamplerSettings | None = None) -> torch.Tensor:

@@ -37,7 +37,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _sampler(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("sampler (default: the experiment's first run of the variant)")
+    group = parser.add_argument_group(
+        "sampler (default: sample uses the experiment's first run of the variant; sharpen, "
+        "interpolate and edit its sampling.sharpen settings)")
     group.add_argument("--steps", type=int, help="reverse steps over [0, 1]")
     group.add_argument("--eta", type=float, help="step noise, 0 deterministic to 1 ancestral")
     group.add_argument("--solver", choices=["euler", "heun"])
@@ -100,7 +102,7 @@ def _settings(mb, args: argparse.Namespace):
                if getattr(args, k, None) is not None}
     if changes.get("solver") == "heun" and "eta" not in changes:
         changes["eta"] = 0.0
-    return mb.with_settings(**changes)
+    return mb.with_settings("sample" if args.command == "sample" else "edit", **changes)
 
 
 def _save(mb, images: torch.Tensor, args: argparse.Namespace, *, n_cols: int, title: str) -> None:
