@@ -391,6 +391,17 @@ def test_cli_uses_the_bundle_and_refuses_a_damaged_one(
     assert refused.returncode == 2 and "vae.pt: SHA-256 differs" in refused.stderr, refused.stderr
     missing = _multibeta_cli("info", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode == 2 and "no bundle at" in missing.stderr
+    # a consistent manifest, but a denoiser trained on another VAE's latents
+    foreign = tmp_path / "foreign"
+    shutil.copytree(bundle, foreign)
+    torch = __import__("torch")
+    state = torch.load(foreign / "denoisers" / "multibeta.pt", weights_only=False)
+    torch.save({**state, "vae_sha256": "0" * 64}, foreign / "denoisers" / "multibeta.pt")
+    manifest = json.loads((foreign / "manifest.json").read_text())
+    manifest["files"] = __import__("multibeta.bundle.manifest", fromlist=["x"]).file_entries(foreign)
+    (foreign / "manifest.json").write_text(json.dumps(manifest))
+    mismatched = _multibeta_cli("sample", str(foreign), "-n", "2", cwd=tmp_path)
+    assert mismatched.returncode == 2 and "denoisers/multibeta.pt does not belong" in mismatched.stderr
 
 
 def test_an_experiment_started_from_a_bundle_trains_nothing(

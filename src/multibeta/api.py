@@ -49,14 +49,11 @@ class MultiBeta:
     """
 
     def __init__(self, bundle: Bundle, *, variant: str = "multibeta", runtime: Runtime) -> None:
-        from multibeta.models.loading import load_denoiser  # noqa: PLC0415  (torch-heavy)
-
         self.bundle = bundle
         self.variant = variant
         self.runtime = runtime
         self.vae = bundle.load_vae(runtime.device)
-        self.denoiser, self.denoiser_checkpoint = load_denoiser(bundle.denoiser_path(variant),
-                                                                map_location=runtime.device)
+        self.denoiser, self.denoiser_checkpoint = bundle.load_denoiser(variant, runtime.device)
         self.sigma = getattr(self.denoiser, "sigma_table", None)
         self.prior = bundle.prior() if variant != "standard_ldm" else None
         #: Sampler settings of :meth:`sample` (the experiment's first run of this variant).

@@ -16,6 +16,7 @@ from multibeta.bundle.export import (
     CARD_FILE, CONFIG_FILE, DENOISER_DIR, DIRECTIONS_FILE, LATENT_SPACE_FILE, VAE_FILE,
 )
 from multibeta.bundle.manifest import BundleError, read_manifest, verify_files, version_differences
+from multibeta.models.loading import DenoiserVAEMismatchError, check_denoiser_vae, load_denoiser
 from multibeta.models.vae import MultiBetaVAE, load_vae
 from multibeta.sampling.samplers import GaussianPrior
 from multibeta.utils.versions import collect_versions
@@ -86,6 +87,22 @@ class Bundle:
             raise BundleError(f"bundle {self.root} has no {variant!r} denoiser; it holds "
                               f"{self.variants} (diffusion.variants of its experiment).")
         return self.root / DENOISER_DIR / f"{variant}.pt"
+
+    def load_denoiser(self, variant: str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+        """The EMA denoiser of ``variant`` (eval mode) and its checkpoint dict.
+
+        Raises:
+            BundleError: no such variant, or a denoiser trained on the latents of another VAE
+                than the bundle's (the message names the file).
+        """
+        path = self.denoiser_path(variant)
+        model, checkpoint = load_denoiser(path, map_location=device)
+        try:
+            check_denoiser_vae(checkpoint, self.manifest["files"][VAE_FILE]["sha256"])
+        except DenoiserVAEMismatchError as exc:
+            raise BundleError(f"bundle {self.root}: {path.relative_to(self.root)} does not belong "
+                              f"to its {VAE_FILE}: {exc}") from exc
+        return model, checkpoint
 
     def load_vae(self, device: torch.device | str = "cpu") -> MultiBetaVAE:
         """The multi-β VAE (EMA weights, eval mode, no gradients)."""
