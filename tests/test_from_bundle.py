@@ -27,10 +27,22 @@ def _bundle(root: Path, variants: list[str]) -> Path:
 def test_the_bundle_sections_replace_the_configs(tmp_path: Path) -> None:
     assert apply_bundle({"vae": {"steps": 5}}) == {"vae": {"steps": 5}}
     bundle = _bundle(tmp_path / "b", ["multibeta", "noise_only", "standard_ldm"])
-    (exp,) = expand_experiments({"bundle": str(bundle), "vae": {"steps": 5},
-                                 "sampling": {"grid": {"n_images": 4}}}).values()
+    (exp,) = expand_experiments({"bundle": str(bundle), "sampling": {"grid": {"n_images": 4}}}).values()
     assert exp["vae"]["steps"] == 123 and exp["vae"]["baseline_betas"] == []  # no baselines to train
     assert exp["sampling"]["grid"]["n_images"] == 4  # the config's own sampling section stays
+    with pytest.raises(ConfigError, match=r"also sets \['vae'\].*Remove those sections"):
+        expand_experiments({"bundle": str(bundle), "vae": {"steps": 5}})
+    with pytest.raises(ConfigError, match=r"sweep 'b8'.*also sets \['vae'\]"):
+        expand_experiments({"bundle": str(bundle), "sweep": [{"name": "b8", "overrides": {"vae.beta_max": 8}}]})
+
+
+def test_a_bundle_inside_the_experiments_own_outputs_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "results" / "default").mkdir(parents=True)
+    bundle = _bundle(tmp_path / "results" / "default" / "bundle", ["multibeta"])
+    raw = {"bundle": str(bundle), "results_dir": str(tmp_path / "results")}
+    with pytest.raises(ConfigError, match=r"lies inside this experiment's output folder"):
+        expand_experiments(raw)
+    assert expand_experiments({**raw, "experiment": "other"})  # another experiment may use it
 
 
 def test_a_run_of_a_variant_the_bundle_lacks_is_refused(tmp_path: Path) -> None:

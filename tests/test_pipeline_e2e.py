@@ -322,6 +322,10 @@ for entry in mb.bundle.config["sampling"]["runs"]:
         "latents_equal": bool(torch.equal(z, torch.as_tensor(ref["latents"]))),
         "image_max_diff": float((images * 255 - torch.as_tensor(ref["images"]).float()).abs().max()),
     }
+first = next(r for r in mb.bundle.config["sampling"]["runs"] if r["variant"] == mb.variant)
+out["default_reproduces_first_run"] = bool(torch.equal(
+    mb.sample_latents(first["n_samples"]),
+    torch.as_tensor(read_samples(f"{samples_dir}/{first['name']}/samples.h5")["latents"])))
 x = torch.as_tensor(ref["images"][:2]).float() / 255
 sharp = mb.sharpen(x, 0.5)
 path = mb.interpolate(x[0], x[1], 0.5, 5)
@@ -357,6 +361,7 @@ def test_bundle_reproduces_the_pipeline_in_a_fresh_process(
         assert run["image_max_diff"] <= 1.0, (name, run)  # the same images, up to uint8 rounding
     assert found["shapes"] == [[2, 1, 64, 64], [5, 1, 64, 64], [2, 1, 64, 64]] and found["in_range"]
     assert found["ends"] == 0.0  # the interpolation starts at the first image's sharpening
+    assert found["default_reproduces_first_run"]  # defaults: the experiment's first run
 
 
 def test_cli_uses_the_bundle_and_refuses_a_damaged_one(
@@ -365,7 +370,7 @@ def test_cli_uses_the_bundle_and_refuses_a_damaged_one(
     workdir, config = tiny_run
     bundle = workdir / "results" / config["experiment"] / "bundle"
     info = _multibeta_cli("info", str(bundle), cwd=tmp_path)
-    assert info.returncode == 0 and "directions attribute: shape, scale" in info.stdout, info.stderr
+    assert info.returncode == 0 and "directions attribute (fitted at t_b=0.5): shape, scale" in info.stdout, info.stderr
     sample = _multibeta_cli("sample", str(bundle), "-n", "8", "--steps", "5", "--out", "s.png",
                             "--tensor", "s.pt", cwd=tmp_path)
     assert sample.returncode == 0, sample.stderr
@@ -410,7 +415,11 @@ def test_an_experiment_started_from_a_bundle_trains_nothing(
     workdir, config = tiny_run
     bundle = workdir / "results" / config["experiment"] / "bundle"
     started = {**copy.deepcopy(config), "experiment": "from_bundle", "bundle": str(bundle)}
-    started["vae"] = {"steps": 5}  # replaced by the bundle's section: nothing retrains
+    overlapping = write_config(tmp_path / "overlapping.yaml", started)  # still sets vae, data, ...
+    proc = snakemake(tmp_path, "-n", configfile=overlapping, check=False)
+    assert proc.returncode != 0 and "takes its ['data', 'vae', 'cache', 'diffusion'] sections" in proc.stderr + proc.stdout
+    for section in ("data", "vae", "cache", "diffusion"):
+        del started[section]  # they come from the bundle
     jobs = planned_jobs(tmp_path, write_config(tmp_path / "from_bundle.yaml", started))
     assert not {"train_vae", "train_vae_baseline", "train_diffusion"} & set(jobs), jobs
     assert jobs["verify_bundle"] == 1 and jobs["sample"] == RUNS and jobs["report"] == 1

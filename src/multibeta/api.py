@@ -56,8 +56,9 @@ class MultiBeta:
         self.denoiser, self.denoiser_checkpoint = bundle.load_denoiser(variant, runtime.device)
         self.sigma = getattr(self.denoiser, "sigma_table", None)
         self.prior = bundle.prior() if variant != "standard_ldm" else None
-        #: Sampler settings of :meth:`sample` (the experiment's first run of this variant).
-        self.settings = self._default_settings()
+        #: Sampler settings, start prior and final_mean of :meth:`sample` (by default those of
+        #: the experiment's first run of this variant, so its samples are reproduced exactly).
+        self.settings, self.sample_prior, self.sample_final_mean = self._default_run()
         #: Sampler settings of the methods that denoise encoded images (``sampling.sharpen``'s).
         self.edit_settings = self._edit_defaults() if variant != "standard_ldm" else self.settings
         #: Show progress bars for the reverse process (the CLI turns them on).
@@ -92,13 +93,15 @@ class MultiBeta:
 
     # ----------------------------------------------------------------------------- settings
 
-    def _default_settings(self) -> SamplerSettings:
-        """The experiment's first sampling run of this variant (else its sharpening settings)."""
+    def _default_run(self) -> tuple[SamplerSettings, str, bool]:
+        """Settings, start prior and ``final_mean`` of the experiment's first sampling run of
+        this variant (else its sharpening settings, the fitted prior and the last sample)."""
         sampling = self.bundle.config.get("sampling", {})
         for entry in sampling.get("runs", []):
             if entry.get("variant") == self.variant:
-                return from_section(SampleRunConfig, entry, f"sampling.runs[{entry.get('name')}]").sampler()
-        return self._edit_defaults()
+                run = from_section(SampleRunConfig, entry, f"sampling.runs[{entry.get('name')}]")
+                return run.sampler(), run.prior, run.final_mean
+        return self._edit_defaults(), "fitted", False
 
     def _edit_defaults(self) -> SamplerSettings:
         """The experiment's ``sampling.sharpen`` settings with this variant: how the pipeline
@@ -123,7 +126,20 @@ class MultiBeta:
                               f"{sorted(SamplerSettings.__dataclass_fields__)}")
         if kind not in ("sample", "edit"):
             raise ValueError(f"kind must be 'sample' or 'edit', got {kind!r}")
+        if "variant" in changes and changes["variant"] != self.variant:
+            raise ConfigError(f"this MultiBeta holds the {self.variant} denoiser; load the bundle with "
+                              f"variant={changes['variant']!r} to use another")
         settings = replace(self.settings if kind == "sample" else self.edit_settings, **changes)
+        return self._own(settings)
+
+    def _own(self, settings: SamplerSettings) -> SamplerSettings:
+        """``settings`` checked: this instance's variant, steps ≥ 1, 0 ≤ η ≤ 1, heun ⇒ η = 0."""
+        if settings.variant != self.variant:
+            raise ConfigError(f"settings.variant is {settings.variant!r}, but this MultiBeta holds the "
+                              f"{self.variant} denoiser (MultiBeta.load(..., variant=...))")
+        if settings.steps < 1 or not 0.0 <= settings.eta <= 1.0 or settings.batch_size < 1:
+            raise ConfigError(f"sampler settings out of range: steps {settings.steps} (>= 1), eta "
+                              f"{settings.eta} (0 to 1), batch_size {settings.batch_size} (>= 1)")
         settings.check("settings")
         return settings
 
@@ -154,8 +170,8 @@ class MultiBeta:
         if x.dtype == torch.uint8:
             return x.float() / 255.0
         x = x.float()
-        if x.numel() and (x.min() < 0 or x.max() > 1):
-            raise ValueError("float images must lie in [0, 1] (uint8 images in [0, 255])")
+        if x.numel() and (not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1):
+            raise ValueError("float images must be finite and lie in [0, 1] (uint8 images in [0, 255])")
         return x
 
     def _read_file(self, path: Path) -> torch.Tensor:
@@ -195,33 +211,40 @@ class MultiBeta:
     def denoise(self, z: torch.Tensor, t_b: float, settings: SamplerSettings | None = None) -> torch.Tensor:
         """Latents ``[N, d]`` at level ``t_b`` denoised to t = 0 (``[N, d]``)."""
         return denoise_to_zero(self.denoiser, self.sigma, torch.as_tensor(z, dtype=torch.float32),
-                               settings or self.edit_settings, t_b=_level(t_b, "t_b"), device=self.runtime,
+                               self._own(settings or self.edit_settings), t_b=_level(t_b, "t_b"), device=self.runtime,
                                progress=self.progress)
 
     def sharpen(self, images: ImagesLike, t_b: float, settings: SamplerSettings | None = None) -> torch.Tensor:
         """Encode at ``t_b`` (blurred, high β), denoise to t = 0, decode: ``[N, C, 64, 64]``."""
         return self.decode(self.denoise(self.encode(images, t_b), t_b, settings), 0.0)
 
-    def sample(self, n: int, settings: SamplerSettings | None = None, *, prior: str = "fitted",
-               final_mean: bool = False) -> torch.Tensor:
+    def sample(self, n: int, settings: SamplerSettings | None = None, *, prior: str | None = None,
+               final_mean: bool | None = None) -> torch.Tensor:
         """``n`` new images ``[n, C, 64, 64]``: the reverse process from t = 1, decoded at t = 0.
 
         Args:
             n: how many.
             settings: sampler settings (default :attr:`settings`); ``settings.seed`` fixes them.
             prior: ``fitted`` (the bundle's moment-matched start, as ``prior: fitted`` runs) or
-                ``standard`` (N(0, σ_1² I)); ignored by ``standard_ldm``.
-            final_mean: return the final mean prediction instead of the last sample.
+                ``standard`` (N(0, σ_1² I)); default :attr:`sample_prior`; ignored by
+                ``standard_ldm``.
+            final_mean: return the final mean prediction instead of the last sample (default
+                :attr:`sample_final_mean`).
         """
         return self.decode(self.sample_latents(n, settings, prior=prior, final_mean=final_mean), 0.0)
 
     def sample_latents(self, n: int, settings: SamplerSettings | None = None, *,
-                       prior: str = "fitted", final_mean: bool = False) -> torch.Tensor:
+                       prior: str | None = None, final_mean: bool | None = None) -> torch.Tensor:
         """The t = 0 latents ``[n, d]`` that :meth:`sample` decodes."""
+        prior = self.sample_prior if prior is None else prior
+        final_mean = self.sample_final_mean if final_mean is None else final_mean
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive number of samples, got {n!r}")
+        settings = self._own(settings or self.settings)
         if prior not in ("fitted", "standard"):
             raise ValueError(f"prior must be 'fitted' or 'standard', got {prior!r}")
         use_prior = self.prior if prior == "fitted" and self.variant != "standard_ldm" else None
-        return sample_latents(self.denoiser, self.sigma, settings or self.settings, n=n,
+        return sample_latents(self.denoiser, self.sigma, settings, n=n,
                               device=self.runtime, final_mean=final_mean, prior=use_prior,
                               progress=self.progress)
 
@@ -231,7 +254,9 @@ class MultiBeta:
         each point denoised to t = 0 and decoded. ``[n, C, 64, 64]``."""
         if n < 2:
             raise ValueError(f"n must be at least 2 (the two ends), got {n}")
-        za, zb = self.encode(a, t_b)[:1], self.encode(b, t_b)[:1]
+        za, zb = self.encode(a, t_b), self.encode(b, t_b)
+        if len(za) != 1 or len(zb) != 1:
+            raise ValueError(f"interpolate takes one image at each end, got {len(za)} and {len(zb)}")
         alphas = torch.linspace(0.0, 1.0, n)
         path = torch.cat([slerp(za, zb, float(w)) for w in alphas])
         return self.decode(self.denoise(path, t_b, settings), 0.0)

@@ -5,7 +5,7 @@
     multibeta sharpen results/default/bundle img1.png img2.png --t-b 0.75 --out sharp.png
     multibeta interpolate results/default/bundle a.png b.png --t-b 0.75 -n 8 --out path.png
     multibeta edit results/default/bundle img.png --direction attribute:scale \\
-        --amounts -2 -1 0 1 2 --t-b 0.75 --out scale.png
+        --amounts -2 -1 0 1 2 --out scale.png
 
 Every command checks the bundle's files against its manifest first and stops with a message
 naming what is wrong (exit status 2). ``multibeta <command> --help`` lists each one's options.
@@ -27,11 +27,22 @@ from multibeta.core.config import ConfigError
 logger = logging.getLogger("multibeta.cli")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, help="bundle folder (results/<experiment>/bundle)")
     parser.add_argument("--variant", default="multibeta",
                         help="denoiser: multibeta (default), noise_only or standard_ldm")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto (CUDA when available, the default), cpu or cuda")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the SHA-256 check of the bundle's files (faster on large bundles)")
 
@@ -40,7 +51,7 @@ def _sampler(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "sampler (default: sample uses the experiment's first run of the variant; sharpen, "
         "interpolate and edit its sampling.sharpen settings)")
-    group.add_argument("--steps", type=int, help="reverse steps over [0, 1]")
+    group.add_argument("--steps", type=_positive_int, help="reverse steps over [0, 1]")
     group.add_argument("--eta", type=float, help="step noise, 0 deterministic to 1 ancestral")
     group.add_argument("--solver", choices=["euler", "heun"])
     group.add_argument("--spacing", choices=["uniform", "quadratic"])
@@ -68,10 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="draw new images (reverse process from t = 1, decoded at t = 0)")
     _common(p), _sampler(p), _out(p, "samples.png")
-    p.add_argument("-n", type=int, default=16, help="how many images (default 16)")
-    p.add_argument("--prior", choices=["fitted", "standard"], default="fitted",
-                   help="start distribution of z_1 (default fitted, as the pipeline's runs)")
-    p.add_argument("--cols", type=int, default=8, help="images per grid row")
+    p.add_argument("-n", type=_positive_int, default=16, help="how many images (default 16)")
+    p.add_argument("--prior", choices=["fitted", "standard"], default=None,
+                   help="start distribution of z_1 (default: that of the experiment's run)")
+    p.add_argument("--cols", type=_positive_int, default=8, help="images per grid row")
 
     p = sub.add_parser("sharpen", help="encode images at t_b (blurred), denoise to t = 0, decode")
     _common(p), _sampler(p), _out(p, "sharpened.png")
@@ -82,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p), _sampler(p), _out(p, "interpolation.png")
     p.add_argument("a", type=Path), p.add_argument("b", type=Path)
     p.add_argument("--t-b", type=float, default=0.75, help="level of the interpolation (default 0.75)")
-    p.add_argument("-n", type=int, default=8, help="images on the path, both ends included (default 8)")
+    p.add_argument("-n", type=_positive_int, default=8,
+                   help="images on the path, both ends included (default 8, at least 2)")
 
     p = sub.add_parser("edit", help="move images along a latent direction at t_b, then denoise")
     _common(p), _sampler(p), _out(p, "edit.png")
@@ -93,15 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amounts", type=float, nargs="+", default=[-2.0, -1.0, 0.0, 1.0, 2.0],
                    help="steps along the direction, in standard deviations of the latents' "
                         "projection for bundle directions, raw units for a file (default -2 -1 0 1 2)")
-    p.add_argument("--t-b", type=float, default=0.75, help="level of the edit (default 0.75)")
+    p.add_argument("--t-b", type=float, default=None,
+                   help="level of the edit (default: the level the bundle's directions were fitted at)")
     return parser
 
 
 def _settings(mb, args: argparse.Namespace):
     changes = {k: getattr(args, k) for k in ("steps", "eta", "solver", "spacing", "seed")
                if getattr(args, k, None) is not None}
-    if changes.get("solver") == "heun" and "eta" not in changes:
+    if changes.get("solver") == "heun":
+        if changes.get("eta", 0.0) != 0.0:
+            raise ValueError(f"--solver heun is deterministic: give --eta 0 (got --eta {changes['eta']})")
         changes["eta"] = 0.0
+    if "eta" in changes and not 0.0 <= changes["eta"] <= 1.0:
+        raise ValueError(f"--eta must lie in [0, 1], got {changes['eta']}")
     return mb.with_settings("sample" if args.command == "sample" else "edit", **changes)
 
 
@@ -124,10 +141,18 @@ def run(args: argparse.Namespace) -> None:
         print(bundle.model_card)
         print(f"files: {len(bundle.manifest['files'])}, all SHA-256 verified; variants: {bundle.variants}")
         for family, names in bundle.direction_names().items():
-            print(f"directions {family}: {', '.join(names)}")
+            print(f"directions {family} (fitted at t_b={bundle.directions[family]['t_b']:g}): "
+                  f"{', '.join(names)}")
         for line in bundle.version_warnings:
             print(f"note: {line}")
         return
+    if args.command != "sample" and args.variant == "standard_ldm":
+        raise ValueError(f"{args.command} denoises encoded images from t_b, which needs "
+                         "--variant multibeta or noise_only (standard_ldm models t = 0 latents only)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but no CUDA GPU is visible to torch; use --device auto or cpu")
+    if args.command == "interpolate" and args.n < 2:
+        raise ValueError(f"-n must be at least 2 (the two ends), got {args.n}")
     mb = MultiBeta.load(args.bundle, variant=args.variant, device=args.device, verify=not args.no_verify)
     mb.progress = True
     settings = _settings(mb, args)
@@ -146,7 +171,14 @@ def run(args: argparse.Namespace) -> None:
         images = mb.interpolate([args.a], [args.b], args.t_b, args.n, settings)
         _save(mb, images, args, n_cols=args.n, title=f"interpolation at t_b={args.t_b:g} ({what})")
     elif args.command == "edit":
-        direction, scale = _direction(mb, args.direction)
+        direction, scale, fitted_at = _direction(mb, args.direction)
+        if args.t_b is None:
+            if fitted_at is None:
+                raise ValueError("--t-b is needed with a direction from a file")
+            args.t_b = fitted_at
+        elif fitted_at is not None and abs(args.t_b - fitted_at) > 1e-9:
+            print(f"note: {args.direction} was fitted at t_b={fitted_at:g}; editing at {args.t_b:g}",
+                  file=sys.stderr)
         x = mb.load_images(args.images)
         edited = [mb.edit(x, direction, a * scale, args.t_b, settings) for a in args.amounts]
         rows = torch.stack(edited, 1).flatten(0, 1)
@@ -154,15 +186,23 @@ def run(args: argparse.Namespace) -> None:
               title=f"{args.direction}: amounts {args.amounts} at t_b={args.t_b:g}")
 
 
-def _direction(mb, spec: str) -> tuple[torch.Tensor, float]:
-    """A direction ``[d]`` and the scale of one amount unit, from the bundle or a file."""
+def _direction(mb, spec: str) -> tuple[torch.Tensor, float, float | None]:
+    """A direction ``[d]``, the scale of one amount unit and the level it was fitted at (None
+    for a file), from the bundle or a ``.pt`` / ``.npy`` file holding one vector."""
     path = Path(spec)
-    if path.suffix in (".pt", ".npy") and path.exists():
+    if path.suffix in (".pt", ".npy"):
+        if not path.is_file():
+            raise ValueError(f"direction file {path} not found")
         import numpy as np  # noqa: PLC0415
 
-        vec = torch.load(path, weights_only=True) if path.suffix == ".pt" else torch.from_numpy(np.load(path))
-        return torch.as_tensor(vec, dtype=torch.float32).reshape(-1), 1.0
-    return mb.bundle.direction(spec)
+        try:
+            vec = torch.load(path, weights_only=True) if path.suffix == ".pt" else torch.from_numpy(np.load(path))
+            vec = torch.as_tensor(vec, dtype=torch.float32).reshape(-1)
+        except Exception as exc:  # unpickling, wrong type: say which file
+            raise ValueError(f"direction file {path} does not hold one vector of numbers ({exc})") from exc
+        return vec, 1.0, None
+    vector, scale = mb.bundle.direction(spec)
+    return vector, scale, float(mb.bundle.directions[spec.partition(":")[0]]["t_b"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         run(args)
-    except (BundleError, ConfigError, ValueError, FileNotFoundError) as exc:
+    except (BundleError, ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"multibeta {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -10,8 +10,7 @@ rule export_bundle:
     params:
         # everything but `compute`, which never changes results
         config=lambda w: canonical({k: v for k, v in cfg(w).items() if k != "compute"}),
-        directions_t_b=lambda w: cfg(w)["sampling"]["traverse"]["t_b"],
-        n_directions=lambda w: cfg(w)["sampling"]["traverse"]["n_pca"],
+        directions=subsection("sampling", "directions"),
     log:
         log_path("export_bundle"),
     benchmark:
@@ -28,7 +27,7 @@ rule export_bundle:
 
 rule verify_bundle:
     input:
-        manifest=lambda w: f"{from_bundle(w.exp)}/manifest.json",
+        bundle_files,
     output:
         stamp=out("bundle_verified.json"),
     params:

@@ -222,6 +222,15 @@ def multibeta_denoiser(wildcards):
     return denoiser_path(wildcards.exp, "multibeta")
 
 
+def bundle_files(wildcards):
+    """Every file a bundle's manifest lists (read at DAG time, no hashing), and the manifest:
+    rule verify_bundle reruns when any of them changes."""
+    from multibeta.bundle.manifest import MANIFEST, read_manifest
+
+    bundle = from_bundle(wildcards.exp)
+    return [f"{bundle}/{MANIFEST}"] + [f"{bundle}/{rel}" for rel in sorted(read_manifest(bundle)["files"])]
+
+
 def bundle_check(wildcards):
     """``{"bundle_check": ...}`` (rule verify_bundle's stamp) for an experiment started from a
     bundle, so the files are checked before the first job reads them; else nothing."""
@@ -322,7 +331,8 @@ def bundle_inputs(wildcards):
         "cache": f"{base}/cache/latents.h5",
         "metrics": f"{base}/report/metrics.json",
     }
-    for v in variants_of(exp):
+    # multibeta always: sharpening, traversals and edits use it even when not among the variants
+    for v in sorted(set(variants_of(exp)) | {"multibeta"}, key=VARIANTS.index):
         inputs[f"denoiser_{v}"] = denoiser_path(exp, v)
         inputs[f"log_{v}"] = denoiser_file(exp, v, "train_log.csv")
         inputs[f"losses_{v}"] = denoiser_file(exp, v, "loss_curves.png")

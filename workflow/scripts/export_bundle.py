@@ -25,8 +25,9 @@ def main(smk) -> None:
         config=smk.params.config,
         metrics_path=smk.input.metrics,
         training_files=training,
-        directions_t_b=smk.params.directions_t_b,
-        n_directions=smk.params.n_directions,
+        directions_t_b=smk.params.directions["directions"]["t_b"],
+        n_directions=smk.params.directions["directions"]["n_components"],
+        orientation=smk.params.directions["directions"]["orientation"],
     )
 
 

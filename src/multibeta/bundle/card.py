@@ -39,8 +39,16 @@ def model_card(
     metrics: dict[str, Any] | None,
     variants: list[str],
     versions: dict[str, Any],
+    trained_versions: dict[str, Any] | None = None,
 ) -> str:
-    """The bundle's ``MODEL_CARD.md`` (Markdown)."""
+    """The bundle's ``MODEL_CARD.md`` (Markdown).
+
+    Args:
+        versions: of the export (``collect_versions()`` at export time).
+        trained_versions: recorded in the VAE checkpoint when it was trained.
+    """
+    trained = trained_versions or {}
+    where = f"CUDA {trained['cuda']}" if trained.get("cuda") else "the CPU"
     data, vae, diff = config.get("data", {}), config.get("vae", {}), config.get("diffusion", {})
     dataset = data.get("name", "?")
     lines = [
@@ -60,9 +68,10 @@ def model_card(
         f"σ schedule {vae.get('sigma_schedule')}, reconstruction {vae.get('reconstruction')}.",
         f"- denoisers ({', '.join(variants)}): {diff.get('steps')} steps of batch "
         f"{diff.get('batch_size')}, width {diff.get('width')}, depth {diff.get('depth')}.",
-        f"- software: multibeta {versions.get('multibeta')} (git {versions.get('git_commit')}), "
-        f"torch {versions.get('torch')}, Python {versions.get('python')}; "
-        f"trained on {'CUDA ' + str(versions.get('cuda')) if versions.get('cuda') else 'the CPU'}.",
+        f"- trained with multibeta {trained.get('multibeta')} (git {trained.get('git_commit')}), "
+        f"torch {trained.get('torch')}, Python {trained.get('python')}, on {where} (the VAE "
+        "checkpoint's record); exported with multibeta "
+        f"{versions.get('multibeta')} (git {versions.get('git_commit')}).",
         "",
         "## Measured (the experiment's report)",
         *headline_metrics(metrics),

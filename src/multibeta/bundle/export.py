@@ -64,7 +64,7 @@ def latent_space(cache: LatentCache) -> dict[str, Any]:
 
 
 def edit_directions(
-    cache: LatentCache, t_b: float, n: int, *, seed: int = 0
+    cache: LatentCache, t_b: float, n: int, *, seed: int = 0, orientation: str = "normal"
 ) -> dict[str, dict[str, Any]]:
     """Edit directions of the latents at level ``t_b`` (training rows), by family.
 
@@ -81,7 +81,8 @@ def edit_directions(
     found: dict[str, Directions] = {}
     labels, names, sizes = _labels(cache)
     if labels is not None:
-        found["attribute"] = attribute_directions(latents, labels[rows], names, sizes, seed=seed).directions
+        found["attribute"] = attribute_directions(latents, labels[rows], names, sizes, seed=seed,
+                                                  orientation=orientation).directions
     for family in ("pca", "ica"):
         found[family] = basis_directions(latents, family, n, seed=seed)
     out = {}
@@ -121,6 +122,7 @@ def export_bundle(
     training_files: dict[str, str | os.PathLike] | None = None,
     directions_t_b: float | None = None,
     n_directions: int = 8,
+    orientation: str = "normal",
 ) -> Path:
     """Write the bundle of one experiment to ``out_dir`` (replacing an older one atomically).
 
@@ -136,8 +138,9 @@ def export_bundle(
         training_files: ``{name: path}`` of training records copied to ``training/<name>``
             (train logs, loss curves): an experiment started from the bundle plots them.
         directions_t_b: level of the edit directions stored with the bundle
-            (:func:`edit_directions`); None stores none.
-        n_directions: directions per family.
+            (:func:`edit_directions`, as ``sampling.directions.t_b``); None stores none.
+        n_directions: PCA / ICA directions (``sampling.directions.n_components``).
+        orientation: of the attribute directions (``sampling.directions.orientation``).
 
     Raises:
         VAEMismatchError: the cache was built from another VAE checkpoint.
@@ -159,7 +162,7 @@ def export_bundle(
             shutil.copyfile(path, tmp / DENOISER_DIR / f"{variant}.pt")
         torch.save(latent_space(cache), tmp / LATENT_SPACE_FILE)
         if directions_t_b is not None:
-            torch.save(edit_directions(cache, directions_t_b, n_directions,
+            torch.save(edit_directions(cache, directions_t_b, n_directions, orientation=orientation,
                                        seed=int(config.get("metrics", {}).get("seed", 0))),
                        tmp / DIRECTIONS_FILE)
         for name, path in sorted((training_files or {}).items()):
@@ -172,7 +175,7 @@ def export_bundle(
             metrics = json.loads(Path(metrics_path).read_text())
         versions = collect_versions()
         (tmp / CARD_FILE).write_text(model_card(experiment, config, metrics, sorted(denoiser_paths),
-                                                versions))
+                                                versions, vae_state.get("versions")))
         manifest = {
             "format_version": FORMAT_VERSION,
             "experiment": experiment,

@@ -58,12 +58,15 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
                           "interrupted. Rerun rule export_bundle.") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path} is unreadable ({exc}); rerun rule export_bundle.") from exc
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} is not a bundle manifest (a JSON object); rerun rule export_bundle.")
+    version = manifest.get("format_version")
     if version != FORMAT_VERSION:
+        recorded = (manifest.get("versions") or {}).get("multibeta")
         raise BundleError(
             f"{path}: bundle format version {version!r}, but this multibeta reads version "
             f"{FORMAT_VERSION}. Export the bundle again with this version, or install the "
-            f"multibeta version recorded in the manifest ({(manifest or {}).get('versions', {}).get('multibeta')})."
+            f"multibeta version recorded in the manifest ({recorded})."
         )
     return manifest
 

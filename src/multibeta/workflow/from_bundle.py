@@ -3,8 +3,10 @@
 With ``bundle: <folder>`` the data, vae, cache and diffusion sections of the experiment are
 those recorded in the bundle (they define the trained models), fixed-β baselines are dropped
 (a bundle holds none), and every sampling run must use a denoiser variant the bundle has.
-Only the manifest is read here (fast, at DAG construction); rule ``verify_bundle`` checks the
-files' SHA-256 before the first job that reads them.
+Only the manifest and the recorded config are read here (fast, at DAG construction); rule
+``verify_bundle`` checks the files' SHA-256 before the first job that reads them. A config that
+starts from a bundle must not set the trained sections itself (they would be ignored), and the
+bundle must not lie inside the experiment's own output folder (its export would replace it).
 """
 
 from __future__ import annotations
@@ -33,9 +35,26 @@ def apply_bundle(raw: dict[str, Any]) -> dict[str, Any]:
     folder = (raw or {}).get("bundle")
     if not folder:
         return raw
+    set_here = [s for s in TRAINED_SECTIONS if (raw or {}).get(s)]
+    if set_here:
+        raise ConfigError(
+            f"invalid config at 'bundle': the config also sets {set_here}, but an experiment that "
+            f"starts from a bundle takes its {list(TRAINED_SECTIONS)} sections from the bundle "
+            "(they define the trained models). Remove those sections, or remove 'bundle' to train."
+        )
+    results = Path(str(raw.get("results_dir") or "results")) / str(raw.get("experiment") or "default")
+    if Path(folder).resolve().is_relative_to(results.resolve()):
+        raise ConfigError(
+            f"invalid config at 'bundle': {folder} lies inside this experiment's output folder "
+            f"{results}/, whose bundle the run exports again (and so would replace). Copy the "
+            "bundle elsewhere, or give this experiment another name."
+        )
     try:
         manifest = read_manifest(folder)
         recorded = yaml.safe_load((Path(folder) / BUNDLE_CONFIG).read_text())
+        if not isinstance(recorded, dict) or not all(isinstance(recorded.get(s), dict) for s in TRAINED_SECTIONS):
+            raise BundleError(f"{Path(folder) / BUNDLE_CONFIG} lacks the sections {list(TRAINED_SECTIONS)}; "
+                              "export the bundle again (rule export_bundle).")
     except (BundleError, OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"invalid config at 'bundle': {exc}") from exc
     out = copy.deepcopy(raw)
