@@ -276,7 +276,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
     """Spherical interpolation between rows ``a`` and ``b`` ``[N, d]`` at ``w`` ∈ [0, 1].
 
     Interpolates the direction on the sphere and the norm linearly; falls back to linear
-    interpolation for (nearly) parallel vectors. Exact at w = 0 and w = 1.
+    interpolation for (nearly) parallel or opposite vectors, where the great circle is not
+    defined (opposite latents then pass through 0 at w = 0.5). Exact at w = 0 and w = 1.
     """
     if w == 0.0:
         return a.clone()

@@ -58,8 +58,15 @@ def _sampler(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int)
 
 
+def _png(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"the grid is written as PNG: give a .png file, got {text!r}")
+    return path
+
+
 def _out(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument("--out", type=Path, default=Path(default), help=f"PNG grid to write (default {default})")
+    parser.add_argument("--out", type=_png, default=Path(default), help=f"PNG grid to write (default {default})")
     parser.add_argument("--tensor", type=Path, default=None,
                         help="also save the images as a torch tensor file ([N, C, 64, 64] in [0, 1])")
 
