@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import torch
 from PIL import Image, ImageStat
+
+from multibeta.bundle.manifest import file_entries
 
 from smk import TINY, load_yaml, planned_jobs, snakemake, write_config
 
@@ -375,7 +378,7 @@ def test_cli_uses_the_bundle_and_refuses_a_damaged_one(
                             "--tensor", "s.pt", cwd=tmp_path)
     assert sample.returncode == 0, sample.stderr
     assert Image.open(tmp_path / "s.png").size[0] > 100
-    for i, img in enumerate(__import__("torch").load(tmp_path / "s.pt")[:2]):
+    for i, img in enumerate(torch.load(tmp_path / "s.pt")[:2]):
         Image.fromarray((img[0].numpy() * 255).astype("uint8")).save(tmp_path / f"in{i}.png")
     for args in (["sharpen", "in0.png", "in1.png", "--t-b", "0.5"],
                  ["interpolate", "in0.png", "in1.png", "-n", "4"],
@@ -399,11 +402,10 @@ def test_cli_uses_the_bundle_and_refuses_a_damaged_one(
     # a consistent manifest, but a denoiser trained on another VAE's latents
     foreign = tmp_path / "foreign"
     shutil.copytree(bundle, foreign)
-    torch = __import__("torch")
     state = torch.load(foreign / "denoisers" / "multibeta.pt", weights_only=False)
     torch.save({**state, "vae_sha256": "0" * 64}, foreign / "denoisers" / "multibeta.pt")
     manifest = json.loads((foreign / "manifest.json").read_text())
-    manifest["files"] = __import__("multibeta.bundle.manifest", fromlist=["x"]).file_entries(foreign)
+    manifest["files"] = file_entries(foreign)
     (foreign / "manifest.json").write_text(json.dumps(manifest))
     mismatched = _multibeta_cli("sample", str(foreign), "-n", "2", cwd=tmp_path)
     assert mismatched.returncode == 2 and "denoisers/multibeta.pt does not belong" in mismatched.stderr

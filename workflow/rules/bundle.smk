@@ -10,7 +10,6 @@ rule export_bundle:
     params:
         # everything but `compute`, which never changes results
         config=lambda w: canonical({k: v for k, v in cfg(w).items() if k != "compute"}),
-        directions=subsection("sampling", "directions"),
     log:
         log_path("export_bundle"),
     benchmark:

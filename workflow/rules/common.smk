@@ -194,27 +194,31 @@ def from_bundle(exp):
     return EXPERIMENTS[exp]["bundle"]
 
 
+def trained_file(exp, in_bundle, in_results):
+    """A trained model or its training record: the bundle's copy (``in_bundle``, relative to the
+    bundle) for an experiment started from one, else the training rule's output (``in_results``,
+    relative to results/<exp>)."""
+    bundle = from_bundle(exp)
+    return f"{bundle}/{in_bundle}" if bundle else f"{RESULTS}/{exp}/{in_results}"
+
+
 def vae_model(wildcards):
     """The multi-β VAE checkpoint: trained by rule train_vae, or the bundle's."""
-    bundle = from_bundle(wildcards.exp)
-    return f"{bundle}/vae.pt" if bundle else f"{RESULTS}/{wildcards.exp}/vae/model.pt"
+    return trained_file(wildcards.exp, "vae.pt", "vae/model.pt")
 
 
 def vae_log(wildcards):
     """The VAE's training log (for its plots): train_vae's, or the copy in the bundle."""
-    bundle = from_bundle(wildcards.exp)
-    return f"{bundle}/training/vae_train_log.csv" if bundle else f"{RESULTS}/{wildcards.exp}/vae/train_log.csv"
+    return trained_file(wildcards.exp, "training/vae_train_log.csv", "vae/train_log.csv")
 
 
 def denoiser_path(exp, variant):
-    bundle = from_bundle(exp)
-    return f"{bundle}/denoisers/{variant}.pt" if bundle else f"{RESULTS}/{exp}/diffusion/{variant}/model.pt"
+    return trained_file(exp, f"denoisers/{variant}.pt", f"diffusion/{variant}/model.pt")
 
 
 def denoiser_file(exp, variant, name):
     """A training record of a denoiser (train_log.csv, loss_curves.png), or the bundle's copy."""
-    bundle = from_bundle(exp)
-    return f"{bundle}/training/{variant}_{name}" if bundle else f"{RESULTS}/{exp}/diffusion/{variant}/{name}"
+    return trained_file(exp, f"training/{variant}_{name}", f"diffusion/{variant}/{name}")
 
 
 def multibeta_denoiser(wildcards):

@@ -28,10 +28,9 @@ def main(smk) -> None:
     train = cache.rows("train")  # in factor-grid order: spread the fitted rows over it
     rows = train[spread_positions(len(train), cfg.n_fit)]
     fit_labels = np.asarray(cache.metadata("factor_classes"))[rows]
-    idx = torch.as_tensor(rows)
 
     def latents_at(t: float) -> torch.Tensor:
-        return cache.mu_at(idx, torch.full((len(rows),), t, dtype=torch.float64)).float().cpu()
+        return cache.mu_at_level(rows, t)
 
     data = ImageDataset(smk.input.dataset, split=cfg.split)
     positions = spread_positions(len(data), cfg.n_images)

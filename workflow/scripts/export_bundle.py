@@ -16,6 +16,7 @@ def main(smk) -> None:
     for v in variants:
         training[f"{v}_train_log.csv"] = smk.input[f"log_{v}"]
         training[f"{v}_loss_curves.png"] = smk.input[f"losses_{v}"]
+    directions = smk.params.config["sampling"]["directions"]
     export_bundle(
         smk.output.bundle,
         experiment=smk.wildcards.exp,
@@ -25,9 +26,9 @@ def main(smk) -> None:
         config=smk.params.config,
         metrics_path=smk.input.metrics,
         training_files=training,
-        directions_t_b=smk.params.directions["directions"]["t_b"],
-        n_directions=smk.params.directions["directions"]["n_components"],
-        orientation=smk.params.directions["directions"]["orientation"],
+        directions_t_b=directions["t_b"],
+        n_directions=directions["n_components"],
+        orientation=directions["orientation"],
     )
 
 

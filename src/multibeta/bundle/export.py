@@ -76,8 +76,7 @@ def edit_directions(
     unit) and ``t_b``.
     """
     rows = cache.rows("train")
-    idx = torch.as_tensor(rows)
-    latents = cache.mu_at(idx, torch.full((len(rows),), float(t_b), dtype=torch.float64)).float().cpu()
+    latents = cache.mu_at_level(rows, t_b)
     found: dict[str, Directions] = {}
     labels, names, sizes = _labels(cache)
     if labels is not None:

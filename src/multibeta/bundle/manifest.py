@@ -30,14 +30,16 @@ class BundleError(RuntimeError):
     """A bundle is missing, damaged, of another format version, or does not fit the request."""
 
 
+def bundle_files(root: Path) -> list[str]:
+    """Sorted relative paths of every file under ``root`` but :data:`NOT_LISTED` (no hashing)."""
+    files = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return sorted(rel for rel in files if rel not in NOT_LISTED)
+
+
 def file_entries(root: Path) -> dict[str, dict[str, Any]]:
     """``{relative path: {"sha256", "bytes"}}`` of every file under ``root`` but the manifest."""
-    entries = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if rel not in NOT_LISTED:
-            entries[rel] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
-    return entries
+    return {rel: {"sha256": file_sha256(root / rel), "bytes": (root / rel).stat().st_size}
+            for rel in bundle_files(root)}
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
@@ -88,17 +90,12 @@ def verify_files(root: str | os.PathLike, manifest: dict[str, Any]) -> None:
             problems.append(f"{rel}: {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
         elif file_sha256(path) != entry["sha256"]:
             problems.append(f"{rel}: SHA-256 differs from the manifest (the file was altered)")
-    extra = sorted(set(file_entries_names(root)) - set(listed))
+    extra = sorted(set(bundle_files(root)) - set(listed))
     problems += [f"{rel}: not listed in the manifest" for rel in extra]
     if problems:
         raise BundleError(f"bundle {root} failed its integrity check:\n  - " + "\n  - ".join(problems)
                           + "\nExport it again (rule export_bundle) or copy it again in full.")
 
-
-def file_entries_names(root: Path) -> list[str]:
-    """Relative paths of every file under ``root`` but :data:`NOT_LISTED` (no hashing)."""
-    return [p.relative_to(root).as_posix() for p in root.rglob("*")
-            if p.is_file() and p.relative_to(root).as_posix() not in NOT_LISTED]
 
 
 def version_differences(recorded: dict[str, Any], running: dict[str, Any]) -> list[str]:

@@ -485,6 +485,11 @@ class LatentCache:
         idx, k, w = self._lookup(idx, t)
         return interpolate_levels(self._gather("mu", idx, k), w)
 
+    def mu_at_level(self, rows: np.ndarray, t: float) -> torch.Tensor:
+        """μ_t of ``rows`` ``[B]`` at one level ``t`` (any t in [0, 1]) as float32 ``[B, d]`` on the CPU."""
+        rows_t = torch.as_tensor(rows)
+        return self.mu_at(rows_t, torch.full((len(rows_t),), float(t), dtype=torch.float64)).float().cpu()
+
     def delta_at(
         self, idx: torch.Tensor | np.ndarray, t: torch.Tensor | np.ndarray
     ) -> torch.Tensor:
