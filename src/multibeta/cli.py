@@ -23,6 +23,7 @@ import torch
 
 from multibeta.bundle.manifest import BundleError
 from multibeta.core.config import ConfigError
+from multibeta.sampling.settings import SPACINGS
 
 logger = logging.getLogger("multibeta.cli")
 
@@ -54,7 +55,7 @@ def _sampler(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--steps", type=_positive_int, help="reverse steps over [0, 1]")
     group.add_argument("--eta", type=float, help="step noise, 0 deterministic to 1 ancestral")
     group.add_argument("--solver", choices=["euler", "heun"])
-    group.add_argument("--spacing", choices=["uniform", "quadratic"])
+    group.add_argument("--spacing", choices=list(SPACINGS))
     group.add_argument("--seed", type=int)
 
 

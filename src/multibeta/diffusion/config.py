@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from multibeta.core.config import Section
+from multibeta.core.logsnr import TimeDensity
 from multibeta.diffusion.process import TSampling, Weighting, WeightingParams
 
 
@@ -31,6 +32,8 @@ class DiffusionConfig(Section):
     grad_clip: float
     ema_decay: float
     t_sampling: TSampling
+    t_density: TimeDensity
+    time_input: Literal["t", "logsnr"]
     weighting: Weighting
     min_snr_gamma: float
     snr_max: float

@@ -17,6 +17,12 @@ from cache statistics and saved with the weights:
   t=0 latents ẑ_0 = (μ_0 − mean)/std; :meth:`denormalize` maps a sample back.
 - ``sigma_table`` (``multibeta``, ``noise_only``): the VAE's σ_t, so :meth:`sigma` needs no cache.
 
+The network's time input (``time_input``): ``t`` itself, or ``logsnr``: the time u ∈ (0, 1) at
+which the cosine schedule has the same log-SNR, u = (2/π)·atan(exp(−λ(t)/2)) with
+λ(t) = log p(t) − 2 log σ_t (p = 1/c_in² − σ² is the signal power the input scale normalises
+by), so that equal input steps mean equal changes of the noise level whatever the VAE's σ_t
+(an option beyond the paper).
+
 For every variant the forward process is z_t = α_t·m_t + σ_t·ε with
 (α_t, σ_t) = (:meth:`alpha`, :meth:`sigma`): α_t = 1 and m_t = μ_t(x) for ``multibeta`` and
 ``noise_only``; α_t = sqrt(ᾱ_t), σ_t = sqrt(1 − ᾱ_t) (cosine schedule) and m_t = ẑ_0 for
@@ -34,10 +40,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from multibeta.core.interpolation import segment
+from multibeta.core.logsnr import LogSnrTable
 from multibeta.core.schedules import SigmaTable, cosine_alpha_bar
 
 Variant = Literal["multibeta", "noise_only", "standard_ldm"]
 VARIANTS: tuple[str, ...] = ("multibeta", "noise_only", "standard_ldm")
+TimeInput = Literal["t", "logsnr"]
+TIME_INPUTS: tuple[str, ...] = ("t", "logsnr")
 
 
 def check_variant(variant: str) -> str:
@@ -99,6 +108,7 @@ class LatentDenoiser(nn.Module):
         dropout: dropout inside the blocks.
         num_precond: length of the c_in(t) table (the cache's K; 2 for standard_ldm).
         schedule_points: length of the σ_t table (0 for standard_ldm).
+        time_input: what the time embedding sees, ``t`` or ``logsnr`` (module docstring).
     """
 
     def __init__(
@@ -112,9 +122,13 @@ class LatentDenoiser(nn.Module):
         dropout: float = 0.0,
         num_precond: int = 2,
         schedule_points: int = 0,
+        time_input: TimeInput = "t",
     ) -> None:
         super().__init__()
         self.variant = check_variant(variant)
+        if time_input not in TIME_INPUTS:
+            raise ValueError(f"unknown time_input {time_input!r}; choose one of {', '.join(TIME_INPUTS)}")
+        self.time_input = time_input
         self._arch = dict(
             latent_dim=latent_dim,
             width=width,
@@ -125,6 +139,8 @@ class LatentDenoiser(nn.Module):
             num_precond=num_precond,
             schedule_points=schedule_points,
         )
+        if time_input != "t":  # older checkpoints' arch has no key: they stay loadable
+            self._arch["time_input"] = time_input
         self.latent_dim = latent_dim
         self.time_embed_dim = time_embed_dim
         self.time_mlp = nn.Sequential(
@@ -199,6 +215,32 @@ class LatentDenoiser(nn.Module):
         s = (1 - w) * self.input_scale[k] + w * self.input_scale[k + 1]
         return s.float()
 
+    def logsnr(self, t: torch.Tensor) -> torch.Tensor:
+        """λ(t) = log p(t) − 2 log σ_t ``[N]`` (float64) from the buffers (cosine λ for standard_ldm)."""
+        if self.sigma_table is None:
+            ab = cosine_alpha_bar(t.double()).double()
+            return torch.log(ab) - torch.log1p(-ab.clamp(max=1 - 1e-15))
+        k, w = segment(self.precond_t, t)
+        sig = self.sigma_table(t.double()).clamp_min(1e-12)
+        power_k = (1.0 / self.input_scale**2 - self.sigma_table(self.precond_t) ** 2).clamp_min(1e-12)
+        power = (1 - w) * power_k[k] + w * power_k[k + 1]
+        return torch.log(power) - 2.0 * torch.log(sig)
+
+    def logsnr_table(self) -> LogSnrTable:
+        """λ(t) on a dense grid, monotone and invertible (for λ-based training times and grids)."""
+        if self.sigma_table is None:
+            return LogSnrTable.cosine()
+        grid = torch.linspace(0.0, 1.0, 4097, dtype=torch.float64, device=self.precond_t.device)
+        grid = torch.unique(torch.cat([grid, self.precond_t.double()]))
+        return LogSnrTable(grid.cpu().numpy(), self.logsnr(grid).cpu().numpy())
+
+    def time_features(self, t: torch.Tensor) -> torch.Tensor:
+        """The time embedding's input ``[N]``: t, or the cosine time of λ(t) (``time_input``)."""
+        if self.time_input == "t":
+            return t
+        lam = self.logsnr(t)
+        return ((2.0 / math.pi) * torch.atan(torch.exp(-0.5 * lam))).to(torch.float32)
+
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """σ_t ``[N]`` of this variant's forward process (float32)."""
         if self.sigma_table is None:
@@ -222,7 +264,7 @@ class LatentDenoiser(nn.Module):
     def forward(self, z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(z [N, d], t [N]) -> (eps_hat [N, d], delta_hat [N, d] or None)``, Δ̂ in real units."""
         z_in = z * self.c_in(t).to(z.dtype)[:, None]
-        emb = self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim))
+        emb = self.time_mlp(sinusoidal_embedding(self.time_features(t), self.time_embed_dim))
         h = self.inp(z_in)
         for block in self.blocks:
             h = block(h, emb, z_in)

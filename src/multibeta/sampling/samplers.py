@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from multibeta.core.config import to_dict
+from multibeta.core.logsnr import LogSnrTable
 from multibeta.core.schedules import cosine_alpha_bar
 from multibeta.sampling.config import SampleRunConfig
 from multibeta.sampling.settings import SOLVERS, VARIANTS, SamplerSettings, Solver, Variant
@@ -196,6 +197,7 @@ class LatentProcess:
         scale: the network input is scale(t)·x.
         use_delta: whether Δ̂ is used (``multibeta``) or taken as 0.
         mean, std: ``[d]`` un-normalisation (real latent = x·std + mean), or None.
+        logsnr: the process's λ(t) (for the λ-based grids), or None where unknown.
     """
 
     sigma: SigmaFn
@@ -203,6 +205,7 @@ class LatentProcess:
     use_delta: bool
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
+    logsnr: LogSnrTable | None = None
 
     def sigma_at(self, t: float) -> float:
         return float(self.sigma(torch.tensor([t], dtype=torch.float64))[0])
@@ -242,8 +245,11 @@ def make_process(
     """The :class:`LatentProcess` of a variant.
 
     ``multibeta``/``noise_only`` need ``sigma`` (the VAE's σ_t, e.g. ``LatentCache.sigma_table()``);
-    ``standard_ldm`` ignores it and reads ``model.latent_mean``/``model.latent_std``.
+    ``standard_ldm`` ignores it and reads ``model.latent_mean``/``model.latent_std``. The λ(t)
+    table of the λ-based grids comes from ``model.logsnr_table()`` where the model has one.
     """
+    table_fn = getattr(model, "logsnr_table", None)
+    logsnr = table_fn() if callable(table_fn) else None
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if variant == "standard_ldm":
@@ -259,6 +265,7 @@ def make_process(
             False,
             torch.as_tensor(mean).detach().float().cpu(),
             torch.as_tensor(std).detach().float().cpu(),
+            LogSnrTable.cosine(),
         )
     if sigma is None:
         raise ValueError(
@@ -273,7 +280,7 @@ def make_process(
         t = t.to(torch.float64) if table_device is None else t.to(table_device, torch.float64)
         return torch.as_tensor(sigma(t)).to("cpu", torch.float64)
 
-    return LatentProcess(sigma64, None, variant == "multibeta")
+    return LatentProcess(sigma64, None, variant == "multibeta", logsnr=logsnr)
 
 
 def make_predictor(model: Denoiser, process: LatentProcess) -> Predictor:
@@ -460,7 +467,8 @@ def sample_latents(
             raise ValueError("a prior is the start at t = 1: do not combine it with z_start/t_start")
         if prior.mean.shape != (dim,):
             raise ValueError(f"prior of dimension {tuple(prior.mean.shape)} for latents of size {dim}")
-    times = time_grid(settings.steps, settings.spacing, t_start=t_start, t_end=0.0)
+    times = time_grid(settings.steps, settings.spacing, t_start=t_start, t_end=0.0,
+                      logsnr=process.logsnr)
     sigmas = process.sigma(times).tolist()
     times_l = times.tolist()
     predict = make_predictor(model, process)

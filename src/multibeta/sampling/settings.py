@@ -22,7 +22,7 @@ from multibeta.core.config import ConfigError
 
 Variant = Literal["multibeta", "noise_only", "standard_ldm"]
 Solver = Literal["euler", "heun"]
-Spacing = Literal["uniform", "quadratic"]
+Spacing = Literal["uniform", "quadratic", "logsnr", "cosine", "edm"]
 VARIANTS: tuple[str, ...] = get_args(Variant)
 SOLVERS: tuple[str, ...] = get_args(Solver)
 SPACINGS: tuple[str, ...] = get_args(Spacing)
@@ -38,7 +38,8 @@ class SamplerSettings:
             :func:`~multibeta.sampling.spacing.level_steps` of them).
         eta: noise of each step, 0 deterministic to 1 ancestral.
         solver: ``euler`` (the generalized η step) or ``heun`` (second order, η = 0).
-        spacing: the time grid, ``uniform`` or ``quadratic``.
+        spacing: the time grid: ``uniform`` or ``quadratic`` in t, or even in a coordinate of
+            the log-SNR (``logsnr``, ``cosine``, ``edm``; :mod:`multibeta.sampling.spacing`).
         seed: seed of the start and step noise.
         batch_size: latents per forward pass; bounds memory, never changes the results.
     """
