@@ -325,3 +325,29 @@ def test_trains_from_chunked_cache_under_bf16_autocast(cache_path: Path, tmp_pat
     )
     _, ckpt = load_denoiser(out)
     assert np.isfinite(ckpt["log"][-1]["loss"])
+
+
+def test_cosine_time_density_draws_the_cosine_log_snr(cache_path: Path, tmp_path: Path) -> None:
+    """With t_density cosine the trainer's times have the cosine schedule's log-SNR quantiles
+    (restricted to the process's range), and time_input logsnr trains, saves and reloads."""
+    from multibeta.core.logsnr import cosine_time
+
+    trainer = DiffusionTrainer(config(t_density="cosine", batch_size=4096, t_sampling="stratified",
+                                      time_input="logsnr"),
+                               variant="multibeta", cache=LatentCache(cache_path), runtime=CPU,
+                               **paths(tmp_path))
+    table = trainer.model.logsnr_table()
+    t = trainer.sample_batch().t
+    u = np.sort(cosine_time(table(t.numpy())))  # cosine time of each draw's λ: uniform if matched
+    u_lo, u_hi = cosine_time(table.lambda_max), cosine_time(table.lambda_min)
+    expected = u_lo + (np.arange(len(u)) + 0.5) / len(u) * (u_hi - u_lo)
+    assert np.abs(u - expected).max() < 0.01
+    uniform = DiffusionTrainer(config(batch_size=4096, t_sampling="stratified"), variant="multibeta",
+                               cache=LatentCache(cache_path), runtime=CPU, **paths(tmp_path / "u"))
+    u_uniform = np.sort(cosine_time(table(uniform.sample_batch().t.numpy())))
+    assert np.abs(u_uniform - expected).max() > 0.05  # uniform t is not the cosine density
+    trainer.run()
+    model, ckpt = load_denoiser(tmp_path / "model.pt")
+    assert model.time_input == "logsnr" and ckpt["arch"]["time_input"] == "logsnr"
+    t_in = model.time_features(torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.all(t_in.diff() > 0) and 0 <= float(t_in.min()) and float(t_in.max()) < 1

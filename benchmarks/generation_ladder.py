@@ -1,0 +1,246 @@
+"""The generation ladder: from a plain latent DDPM to the multi-β denoiser, one ingredient at a time.
+
+Every rung trains a denoiser on the latents of one finished experiment's VAE, with the same
+network, the same number of training examples (the experiment's ``diffusion.steps`` ×
+``batch_size``) and the same rulers (domain FD against the training images, valid fraction,
+worst total variation of shape / scale / x / y), over several seeds:
+
+- ``L0``: the plain latent DDPM (``standard_ldm``): cosine schedule on normalised t = 0 latents;
+- ``L1``: the same Gaussian path on μ_0, but with the multi-β process's noise level: the
+  ``noise_only`` denoiser on a cache whose every level is μ_0 and whose σ'_t is chosen so that
+  λ'(t) = log(p_0/σ'_t²) equals the multi-β λ(t) = log(p(t)/σ_t²); trained and stepped
+  uniformly in t;
+- ``L2``: L1 trained with the cosine schedule's log-SNR density and stepped on the cosine
+  grid carried over by λ (``t_density: cosine``, ``spacing: cosine``);
+- ``L3``: the real μ_t path, ε head only (``noise_only``), as L2;
+- ``L4``: L3 plus the Δ head (``multibeta``, the method), as L2;
+- ``L5``: the method as the paper has it: uniform times, uniform grid.
+
+Further rungs change one more option of L4 (:data:`RUNGS`): EDM's density (``L4_edm``), the
+log-SNR time input (``L4_tin``), or the density alone with the uniform grid (``L4_ugrid``).
+
+Each (rung, seed) is scored with 10-step Heun (19 NFE) and the 1000-step ancestral sampler
+on the rung's grid (``--heun100`` adds 100-step Heun), and written to
+``benchmarks/results/generation_ladder/<rung>_s<seed>.json``; ``--summarise`` writes the table
+(mean ± sd over seeds) to ``benchmarks/results/generation_ladder.md``. Models and the derived
+μ_0 cache live under ``results/<experiment>/ladder/`` (not committed).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/generation_ladder.py --rungs L0 L1 --seeds 0 1 2 --threads 1
+    .venv/bin/python benchmarks/generation_ladder.py --summarise
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from generation_gap import Experiment  # noqa: E402
+from multibeta.cache.latent_cache import LatentCache  # noqa: E402
+from multibeta.diffusion.config import DiffusionConfig  # noqa: E402
+from multibeta.diffusion.trainer import train_diffusion  # noqa: E402
+from multibeta.models.loading import load_denoiser  # noqa: E402
+from multibeta.sampling.samplers import GaussianPrior, sample_latents  # noqa: E402
+from multibeta.sampling.settings import SamplerSettings  # noqa: E402
+from multibeta.utils.device import select_runtime  # noqa: E402
+from multibeta.utils.io import write_json, write_text  # noqa: E402
+from multibeta.utils.versions import collect_versions  # noqa: E402
+from multibeta.workflow.config import resolve_config, section_defaults  # noqa: E402
+
+logger = logging.getLogger("benchmarks.generation_ladder")
+OUT_DIR = REPO / "benchmarks" / "results" / "generation_ladder"
+
+#: rung -> (variant, cache: "real" | "mu0", diffusion overrides, sampler spacing, what it changes)
+RUNGS: dict[str, dict[str, Any]] = {
+    "L0": dict(variant="standard_ldm", cache="real", diffusion={}, spacing="uniform",
+               what="plain latent DDPM (cosine schedule on normalised μ_0)"),
+    "L1": dict(variant="noise_only", cache="mu0", diffusion={"t_density": "uniform"}, spacing="uniform",
+               what="Gaussian path on μ_0 with the multi-β log-SNR(t), uniform t"),
+    "L2": dict(variant="noise_only", cache="mu0", diffusion={"t_density": "cosine"}, spacing="cosine",
+               what="L1, trained and stepped as the cosine schedule in log-SNR"),
+    "L3": dict(variant="noise_only", cache="real", diffusion={"t_density": "cosine"}, spacing="cosine",
+               what="the real μ_t path, ε head only, as L2"),
+    "L4": dict(variant="multibeta", cache="real", diffusion={"t_density": "cosine"}, spacing="cosine",
+               what="L3 + the Δ head (the method), as L2"),
+    "L5": dict(variant="multibeta", cache="real", diffusion={"t_density": "uniform"}, spacing="uniform",
+               what="the method as the paper has it: uniform t, uniform grid"),
+    "L4_ugrid": dict(variant="multibeta", cache="real", diffusion={"t_density": "cosine"}, spacing="uniform",
+                     what="L4 stepped on the uniform grid"),
+    "L4_lgrid": dict(variant="multibeta", cache="real", diffusion={"t_density": "cosine"}, spacing="logsnr",
+                     what="L4 stepped evenly in log-SNR"),
+    "L4_edm": dict(variant="multibeta", cache="real", diffusion={"t_density": "edm"}, spacing="cosine",
+                   what="L4 with EDM's log-normal training density"),
+    "L4_tin": dict(variant="multibeta", cache="real",
+                   diffusion={"t_density": "cosine", "time_input": "logsnr"}, spacing="cosine",
+                   what="L4 with the log-SNR time input"),
+}
+#: rungs that reuse another rung's trained model (same training, other sampler grid)
+SAME_MODEL = {"L4_ugrid": "L4", "L4_lgrid": "L4"}
+SAMPLERS = {
+    "heun10": dict(steps=10, eta=0.0, solver="heun", n=2000),
+    "anc1000": dict(steps=1000, eta=1.0, solver="euler", n=1000),
+    "heun100": dict(steps=100, eta=0.0, solver="heun", n=2000),
+}
+
+
+def mu0_cache(cache: LatentCache, path: Path) -> Path:
+    """A copy of ``cache`` whose every level is μ_0 and whose σ'_t gives the multi-β log-SNR.
+
+    σ'_t = σ_t · sqrt(p_0/p(t)), p(t) the signal power (mean over dims of E[μ_t²] over the
+    training rows, linearly interpolated between levels), so that log(p_0/σ'_t²) equals
+    log(p(t)/σ_t²) at every t; made non-decreasing as a schedule must be.
+    """
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stats = cache.statistics(cache.rows("train"))
+    power = (stats.var + stats.mean**2).mean(axis=1)  # [K]
+    tmp = path.with_suffix(".tmp.h5")
+    shutil.copyfile(cache.path, tmp)
+    with h5py.File(tmp, "r+") as f:
+        mu = f["mu"]
+        mu0 = mu[:, 0, :]
+        for k in range(mu.shape[1]):
+            mu[:, k, :] = mu0
+        if "delta" in f:
+            f["delta"][...] = 0
+        t, sched_t = f["t"][...], f["schedule_t"][...]
+        f["sigma"][...] = f["sigma"][...] * np.sqrt(power[0] / power)
+        ratio = np.sqrt(power[0] / np.interp(sched_t, t, power))
+        f["schedule_sigma"][...] = np.maximum.accumulate(f["schedule_sigma"][...] * ratio)
+    tmp.rename(path)
+    return path
+
+
+def train_rung(exp: Experiment, rung: str, seed: int, runtime: Any) -> tuple[Path, float]:
+    """Train (or reuse) the denoiser of ``rung`` with diffusion.seed = ``seed``."""
+    spec = RUNGS[SAME_MODEL.get(rung, rung)]
+    out = exp.base / "ladder" / f"{SAME_MODEL.get(rung, rung)}_s{seed}"
+    model_path = out / "model.pt"
+    if model_path.is_file():
+        return model_path, float("nan")
+    cache_path = exp.cache.path if spec["cache"] == "real" else mu0_cache(exp.cache, exp.base / "ladder" / "cache_mu0.h5")
+    overrides = {**exp.cfg["diffusion"], **spec["diffusion"], "seed": seed}
+    cfg = DiffusionConfig.from_section(section_defaults("diffusion", overrides))
+    start = time.perf_counter()
+    train_diffusion(cfg, variant=spec["variant"], cache=LatentCache(cache_path), model_path=model_path,
+                    log_csv=out / "train_log.csv", runtime=runtime)
+    return model_path, time.perf_counter() - start
+
+
+def sample_rung(exp: Experiment, rung: str, model: torch.nn.Module, cache: LatentCache, sampler: str,
+                seed: int) -> torch.Tensor:
+    spec, opts = RUNGS[rung], SAMPLERS[sampler]
+    prior = None
+    if spec["variant"] != "standard_ldm":
+        mu1 = cache.level(cache.num_levels - 1)[cache.rows("train")]
+        prior = GaussianPrior.fit(torch.as_tensor(mu1), float(cache.sigma[-1]))
+    settings = SamplerSettings(variant=spec["variant"], steps=opts["steps"], eta=opts["eta"],
+                               solver=opts["solver"], spacing=spec["spacing"], seed=seed, batch_size=1000)
+    z = sample_latents(model, getattr(model, "sigma_table", None), settings, n=opts["n"],
+                       device=exp.runtime, prior=prior, progress=False)
+    return exp.decode(z)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any) -> dict[str, Any]:
+    model_path, train_s = train_rung(exp, rung, seed, runtime)
+    model, _ = load_denoiser(model_path, map_location=runtime.device)
+    spec = RUNGS[rung]
+    cache = exp.cache if spec["cache"] == "real" else LatentCache(exp.base / "ladder" / "cache_mu0.h5")
+    result: dict[str, Any] = {"rung": rung, "seed": seed, "what": spec["what"], "variant": spec["variant"],
+                              "diffusion": spec["diffusion"], "spacing": spec["spacing"], "train_s": train_s,
+                              "commit": commit(), "versions": collect_versions(), "scores": {}}
+    for name in samplers:
+        start = time.perf_counter()
+        scores = exp.score(sample_rung(exp, rung, model, cache, name, seed))
+        result["scores"][name] = {**scores, "seconds": time.perf_counter() - start}
+        logger.info("%s seed %d %s: FD %.3f valid %.3f tv_max %.3f", rung, seed, name, scores["fd"],
+                    scores["valid"], scores["tv_max"])
+    return result
+
+
+def summarise() -> str:
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(OUT_DIR.glob("*_s*.json")):
+        r = json.loads(path.read_text())
+        rows.setdefault(r["rung"], []).append(r)
+    order = [r for r in RUNGS if r in rows]
+    lines = ["# Generation ladder", "",
+             "Domain FD ↓, valid fraction ↑, max TV ↓: mean ± sd over seeds (n seeds in brackets); "
+             "heun10: 10-step Heun (19 NFE, 2,000 samples), anc1000: 1000-step ancestral (1,000 samples), "
+             "heun100: 100-step Heun (2,000 samples).", "",
+             "| rung | what | seeds | heun10 FD | heun10 valid | heun10 max TV | anc1000 FD | anc1000 valid | heun100 FD |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(runs: list[dict[str, Any]], sampler: str, key: str) -> str:
+        vals = [r["scores"][sampler][key] for r in runs if sampler in r["scores"]]
+        if not vals:
+            return "–"
+        sd = f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""
+        return f"{np.mean(vals):.3f}{sd}"
+
+    for rung in order:
+        runs = rows[rung]
+        lines.append(f"| {rung} | {RUNGS[rung]['what']} | {len(runs)} | " + " | ".join(
+            cell(runs, s, k) for s, k in (("heun10", "fd"), ("heun10", "valid"), ("heun10", "tv_max"),
+                                          ("anc1000", "fd"), ("anc1000", "valid"), ("heun100", "fd"))) + " |")
+    commits = sorted({r["commit"] for runs in rows.values() for r in runs})
+    lines += ["", f"Commits: {', '.join(commits)}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=REPO / "config.yaml")
+    parser.add_argument("--experiment", default="default")
+    parser.add_argument("--rungs", nargs="*", default=[], choices=list(RUNGS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--heun100", action="store_true", help="also score 100-step Heun")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--summarise", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.rungs:
+        import yaml
+
+        config = resolve_config(yaml.safe_load(args.config.read_text()))
+        compute = config["compute"]  # the pipeline's device and precision (bf16 autocast where native)
+        runtime = select_runtime(compute["device"], compute["precision"], args.threads)
+        exp = Experiment(config, args.experiment, runtime)
+        samplers = ["heun10", "anc1000"] + (["heun100"] if args.heun100 else [])
+        for rung in args.rungs:
+            for seed in args.seeds:
+                out = OUT_DIR / f"{rung}_s{seed}.json"
+                if out.is_file():
+                    logger.info("%s exists; delete it to rerun", out)
+                    continue
+                write_json(run(exp, rung, seed, samplers, runtime), out)
+    if args.summarise or not args.rungs:
+        text = summarise()
+        write_text(text, OUT_DIR.with_suffix(".md"))
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
