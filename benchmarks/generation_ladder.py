@@ -93,6 +93,7 @@ SAMPLERS = {
     "heun10": dict(steps=10, eta=0.0, solver="heun", n=2000),
     "anc1000": dict(steps=1000, eta=1.0, solver="euler", n=1000),
     "heun100": dict(steps=100, eta=0.0, solver="heun", n=2000),
+    "ddim50": dict(steps=50, eta=0.0, solver="euler", n=2000),
 }
 
 
@@ -125,15 +126,22 @@ def mu0_cache(cache: LatentCache, path: Path) -> Path:
     return path
 
 
-def train_rung(exp: Experiment, rung: str, seed: int, runtime: Any) -> tuple[Path, float]:
-    """Train (or reuse) the denoiser of ``rung`` with diffusion.seed = ``seed``."""
+def run_name(rung: str, seed: int, steps: int | None) -> str:
+    """``<rung>[_steps<N>]_s<seed>``: the file stem of a (rung, budget, seed)."""
+    return f"{rung}{'' if steps is None else f'_steps{steps}'}_s{seed}"
+
+
+def train_rung(exp: Experiment, rung: str, seed: int, runtime: Any, steps: int | None) -> tuple[Path, float]:
+    """Train (or reuse) the denoiser of ``rung`` with diffusion.seed = ``seed`` (and ``steps``)."""
     spec = RUNGS[SAME_MODEL.get(rung, rung)]
-    out = exp.base / "ladder" / f"{SAME_MODEL.get(rung, rung)}_s{seed}"
+    out = exp.base / "ladder" / run_name(SAME_MODEL.get(rung, rung), seed, steps)
     model_path = out / "model.pt"
     if model_path.is_file():
         return model_path, float("nan")
     cache_path = exp.cache.path if spec["cache"] == "real" else mu0_cache(exp.cache, exp.base / "ladder" / "cache_mu0.h5")
     overrides = {**exp.cfg["diffusion"], **spec["diffusion"], "seed": seed}
+    if steps is not None:
+        overrides["steps"] = steps
     cfg = DiffusionConfig.from_section(section_defaults("diffusion", overrides))
     start = time.perf_counter()
     train_diffusion(cfg, variant=spec["variant"], cache=LatentCache(cache_path), model_path=model_path,
@@ -163,15 +171,20 @@ def commit() -> str:
         return "unknown"
 
 
-def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any) -> dict[str, Any]:
-    model_path, train_s = train_rung(exp, rung, seed, runtime)
+def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any,
+        steps: int | None = None, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or reuse) and score a (rung, seed); with an earlier ``result``, add only the
+    samplers it lacks."""
+    model_path, train_s = train_rung(exp, rung, seed, runtime, steps)
     model, _ = load_denoiser(model_path, map_location=runtime.device)
     spec = RUNGS[rung]
     cache = exp.cache if spec["cache"] == "real" else LatentCache(exp.base / "ladder" / "cache_mu0.h5")
-    result: dict[str, Any] = {"rung": rung, "seed": seed, "what": spec["what"], "variant": spec["variant"],
+    result = result or {"rung": rung, "seed": seed, "steps": steps, "what": spec["what"], "variant": spec["variant"],
                               "diffusion": spec["diffusion"], "spacing": spec["spacing"], "train_s": train_s,
                               "commit": commit(), "versions": collect_versions(), "scores": {}}
     for name in samplers:
+        if name in result["scores"]:
+            continue
         start = time.perf_counter()
         scores = exp.score(sample_rung(exp, rung, model, cache, name, seed))
         result["scores"][name] = {**scores, "seconds": time.perf_counter() - start}
@@ -184,14 +197,14 @@ def summarise() -> str:
     rows: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(OUT_DIR.glob("*_s*.json")):
         r = json.loads(path.read_text())
-        rows.setdefault(r["rung"], []).append(r)
-    order = [r for r in RUNGS if r in rows]
+        rows.setdefault((r["rung"], r.get("steps")), []).append(r)
+    order = sorted(rows, key=lambda key: (key[1] or 0, list(RUNGS).index(key[0])))
     lines = ["# Generation ladder", "",
              "Domain FD ↓, valid fraction ↑, max TV ↓: mean ± sd over seeds (n seeds in brackets); "
              "heun10: 10-step Heun (19 NFE, 2,000 samples), anc1000: 1000-step ancestral (1,000 samples), "
-             "heun100: 100-step Heun (2,000 samples).", "",
-             "| rung | what | seeds | heun10 FD | heun10 valid | heun10 max TV | anc1000 FD | anc1000 valid | heun100 FD |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "heun100: 100-step Heun, ddim50: 50 deterministic Euler (DDIM) steps (2,000 samples each).", "",
+             "| rung | what | denoiser steps (default: the experiment's) | seeds | heun10 FD | heun10 valid | heun10 max TV | anc1000 FD | anc1000 valid | heun100 FD | ddim50 FD | ddim50 valid |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(runs: list[dict[str, Any]], sampler: str, key: str) -> str:
         vals = [r["scores"][sampler][key] for r in runs if sampler in r["scores"]]
@@ -200,11 +213,12 @@ def summarise() -> str:
         sd = f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""
         return f"{np.mean(vals):.3f}{sd}"
 
-    for rung in order:
-        runs = rows[rung]
-        lines.append(f"| {rung} | {RUNGS[rung]['what']} | {len(runs)} | " + " | ".join(
+    for rung, steps in order:
+        runs = rows[(rung, steps)]
+        lines.append(f"| {rung} | {RUNGS[rung]['what']} | {steps or 'default'} | {len(runs)} | " + " | ".join(
             cell(runs, s, k) for s, k in (("heun10", "fd"), ("heun10", "valid"), ("heun10", "tv_max"),
-                                          ("anc1000", "fd"), ("anc1000", "valid"), ("heun100", "fd"))) + " |")
+                                          ("anc1000", "fd"), ("anc1000", "valid"), ("heun100", "fd"),
+                                          ("ddim50", "fd"), ("ddim50", "valid"))) + " |")
     commits = sorted({r["commit"] for runs in rows.values() for r in runs})
     lines += ["", f"Commits: {', '.join(commits)}."]
     return "\n".join(lines) + "\n"
@@ -217,6 +231,10 @@ def main() -> None:
     parser.add_argument("--rungs", nargs="*", default=[], choices=list(RUNGS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--heun100", action="store_true", help="also score 100-step Heun")
+    parser.add_argument("--samplers", nargs="*", default=[], choices=list(SAMPLERS),
+                        help="further samplers to score (e.g. ddim50 for the plain DDPM)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="denoiser steps instead of the experiment's (a longer budget)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--summarise", action="store_true")
     args = parser.parse_args()
@@ -228,14 +246,14 @@ def main() -> None:
         compute = config["compute"]  # the pipeline's device and precision (bf16 autocast where native)
         runtime = select_runtime(compute["device"], compute["precision"], args.threads)
         exp = Experiment(config, args.experiment, runtime)
-        samplers = ["heun10", "anc1000"] + (["heun100"] if args.heun100 else [])
+        samplers = ["heun10", "anc1000"] + (["heun100"] if args.heun100 else []) + args.samplers
         for rung in args.rungs:
             for seed in args.seeds:
-                out = OUT_DIR / f"{rung}_s{seed}.json"
-                if out.is_file():
-                    logger.info("%s exists; delete it to rerun", out)
-                    continue
-                write_json(run(exp, rung, seed, samplers, runtime), out)
+                out = OUT_DIR / f"{run_name(rung, seed, args.steps)}.json"
+                earlier = json.loads(out.read_text()) if out.is_file() else None
+                if earlier is not None:
+                    logger.info("%s exists: adding the samplers it lacks (delete it to rerun)", out)
+                write_json(run(exp, rung, seed, samplers, runtime, args.steps, earlier), out)
     if args.summarise or not args.rungs:
         text = summarise()
         write_text(text, OUT_DIR.with_suffix(".md"))
