@@ -43,7 +43,15 @@ SEP = "/"
 
 
 class TensorFileError(ValueError):
-    """A tensor file is malformed, holds something this format does not allow, or is unreadable."""
+    """A tensor file is malformed, holds something this format does not allow, or is unreadable.
+
+    Attributes:
+        path: the file; reason: what is wrong with it (the message is ``"<path>: <reason>"``).
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -100,9 +108,9 @@ def join_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], source: s
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise TensorFileError(f"{source}: tensor {path!r} lies under a JSON value that is not a dict")
+                raise TensorFileError(source, f"tensor {path!r} lies under a JSON value that is not a dict")
         if leaf in node:
-            raise TensorFileError(f"{source}: tensor {path!r} is also a JSON value")
+            raise TensorFileError(source, f"tensor {path!r} is also a JSON value")
         node[leaf] = tensor
     return state
 
@@ -128,7 +136,7 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
     path = Path(path)
 
     def fail(reason: str) -> TensorFileError:
-        return TensorFileError(f"{path}: {reason}")
+        return TensorFileError(path, reason)
 
     try:
         size = path.stat().st_size
@@ -197,5 +205,5 @@ def read_tensor_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise TensorFileError(f"{path}: unreadable safetensors payload ({exc})") from exc
+        raise TensorFileError(path, f"unreadable safetensors payload ({exc})") from exc
     return join_state(tensors, meta, source=str(path))
