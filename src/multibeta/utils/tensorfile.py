@@ -34,6 +34,10 @@ from multibeta.utils.io import atomic_path
 
 #: Key of the JSON document in the safetensors header's ``__metadata__``.
 META_KEY = "multibeta"
+#: Top-level key of that document recording the memory layout of tensors that were not
+#: contiguous (``{key path: dimension order}``), so they load with the same strides: matrix
+#: products of a transposed layout round differently in the last bit.
+LAYOUT_KEY = "__layout__"
 #: Upper bound of the JSON header (the σ_t table's metadata and a config are a few kB).
 MAX_HEADER_BYTES = 16 << 20
 #: safetensors dtype name -> bytes per element (numeric types only).
@@ -84,7 +88,7 @@ def split_state(state: dict[str, Any], prefix: str = "") -> tuple[dict[str, torc
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(np.array(value))
         if isinstance(value, torch.Tensor):
-            tensors[path] = value.detach().cpu().contiguous().clone()
+            tensors[path] = value.detach().cpu().clone()  # strides kept (see LAYOUT_KEY)
         elif isinstance(value, dict):
             sub_tensors, sub_meta = split_state(value, f"{path}{SEP}")
             tensors.update(sub_tensors)
@@ -119,7 +123,19 @@ def write_tensor_file(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Write ``state`` (see :func:`split_state`) to ``path`` atomically."""
     from safetensors.torch import save_file  # noqa: PLC0415
 
+    if LAYOUT_KEY in state:
+        raise TypeError(f"{LAYOUT_KEY!r} is a reserved key of tensor files")
     tensors, meta = split_state(state)
+    layout = {}
+    for key, tensor in tensors.items():
+        if not tensor.is_contiguous():
+            order = sorted(range(tensor.ndim), key=lambda i: -tensor.stride(i))
+            if tensor.permute(order).is_contiguous():
+                tensors[key], layout[key] = tensor.permute(order).contiguous(), order
+            else:
+                tensors[key] = tensor.contiguous()
+    if layout:
+        meta[LAYOUT_KEY] = layout
     text = json.dumps(meta, sort_keys=True, separators=(",", ":"))
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: text})
@@ -201,9 +217,16 @@ def read_tensor_file(path: str | os.PathLike) -> dict[str, Any]:
     from safetensors import SafetensorError  # noqa: PLC0415
     from safetensors.torch import load_file  # noqa: PLC0415
 
-    _, meta, _ = read_header(path)
+    header, meta, _ = read_header(path)
+    layout = meta.pop(LAYOUT_KEY, {})
+    if not isinstance(layout, dict) or not all(
+            key in header and isinstance(order, list)
+            and sorted(order) == list(range(len(header[key]["shape"]))) for key, order in layout.items()):
+        raise TensorFileError(path, f"its {LAYOUT_KEY!r} is not {{tensor: a permutation of its dimensions}}")
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise TensorFileError(path, f"unreadable safetensors payload ({exc})") from exc
+    for key, order in layout.items():  # back to the strides the tensor was saved with
+        tensors[key] = tensors[key].permute(sorted(range(len(order)), key=order.__getitem__))
     return join_state(tensors, meta, source=str(path))
