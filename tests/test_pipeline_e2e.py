@@ -462,6 +462,24 @@ def _crafted_header(path: Path, marker: Path) -> None:
     path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
 
 
+def _crafted_record(path: Path, marker: Path) -> None:
+    """Rewrite the tensor file ``path`` with a valid header whose JSON record names code: an
+    extra architecture key for a model, a kind that is a Python line for a table."""
+    import struct
+
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    record = json.loads(header["__metadata__"]["multibeta"])
+    if "arch" in record:
+        record["arch"]["__reduce__"] = ["os.system", f"touch {marker}"]
+    else:
+        record["kind"] = f"__import__('os').system('touch {marker}')"
+    header["__metadata__"]["multibeta"] = json.dumps(record)
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+
+
 def _planted_variants(bundle: Path, outside: Path, marker: Path) -> dict[str, tuple[Callable, str]]:
     """``{name: (plant(copy) -> extra manifest entries, file the refusal must name)}``."""
     tensor_files = sorted(rel for rel in json.loads((bundle / "manifest.json").read_text())["files"]
@@ -475,6 +493,9 @@ def _planted_variants(bundle: Path, outside: Path, marker: Path) -> dict[str, tu
     def crafted(rel):
         return lambda root: _crafted_header(root / rel, marker)
 
+    def record(rel):
+        return lambda root: _crafted_record(root / rel, marker)
+
     def symlinked(rel):
         def plant(root):
             (root / rel).unlink()
@@ -485,6 +506,7 @@ def _planted_variants(bundle: Path, outside: Path, marker: Path) -> dict[str, tu
     for rel in tensor_files:
         variants[f"pickle in {rel}"] = (pickled(rel), rel)
         variants[f"crafted header in {rel}"] = (crafted(rel), rel)
+        variants[f"crafted record in {rel}"] = (record(rel), rel)
         variants[f"{rel} a symlink to a file outside"] = (symlinked(rel), rel)
 
     def listed(name):
@@ -543,11 +565,12 @@ def test_planted_code_in_any_bundle_file_never_runs(
     for i, (name, (plant, rel)) in enumerate(_planted_variants(bundle, outside, marker).items()):
         root = tmp_path / f"variant{i}"
         _plant(bundle, root, plant)
+        variant = Path(rel).stem if rel.startswith("denoisers/") and ".." not in rel else "multibeta"
         with pytest.raises(BundleError) as err:
-            MultiBeta.load(root, device="cpu")
+            MultiBeta.load(root, variant=variant, device="cpu")
         assert str(root) in str(err.value) and rel in str(err.value), (name, str(err.value))
         cli = _multibeta_cli("sample", str(root), "-n", "2", "--steps", "1", "--device", "cpu",
-                             "--out", "x.png", cwd=tmp_path)
+                             "--variant", variant, "--out", "x.png", cwd=tmp_path)
         assert cli.returncode == 2 and str(root) in cli.stderr and rel in cli.stderr, (name, cli.stderr)
         assert not marker.exists(), name
     assert not (tmp_path / "x.png").exists()

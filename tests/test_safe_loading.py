@@ -129,3 +129,13 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
     assert "model.pt holds objects that a weights-only load refuses" in message
     assert "system" in message and "rerun the rule that produces it" in message
     assert not marker.exists()
+
+
+def test_a_tensor_file_keeps_the_strides_of_a_transposed_tensor(tmp_path: Path) -> None:
+    a = torch.randn(4, 4, dtype=torch.float64)
+    tril = torch.linalg.cholesky(a @ a.T + torch.eye(4, dtype=torch.float64))  # column-major
+    assert not tril.is_contiguous()
+    write_tensor_file({"tril": tril, "flat": torch.arange(3)}, tmp_path / "t.safetensors")
+    back = read_tensor_file(tmp_path / "t.safetensors")
+    assert torch.equal(back["tril"], tril) and back["tril"].stride() == tril.stride()
+    assert "__layout__" not in back

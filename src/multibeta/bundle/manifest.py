@@ -199,7 +199,7 @@ def check_layout(root: str | os.PathLike, manifest: dict[str, Any], *, known_nam
         missing = [rel for rel in required_files(list(manifest.get("variants", []))) if rel not in listed]
         problems += [f"{rel}: required, but not listed in the manifest" for rel in missing]
         for rel in listed:
-            if rel.startswith("denoisers/") and rel.removeprefix("denoisers/").removesuffix(".safetensors") \
+            if path_problem(root, rel) is None and rel.startswith("denoisers/") and rel.removeprefix("denoisers/").removesuffix(".safetensors") \
                     not in manifest.get("variants", []):
                 problems.append(f"{rel}: a denoiser of a variant the manifest does not list")
     if problems:
