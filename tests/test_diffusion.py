@@ -265,7 +265,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     assert "a rerun with this config stops here again: the config must change" in message
     assert f"{tmp_path / 'resume.pt'} holds the state of step 10" in message and "resume.stale" in message
     assert not (tmp_path / "model.pt").exists()
-    state = torch.load(tmp_path / "resume.pt", weights_only=False)
+    state = torch.load(tmp_path / "resume.pt", weights_only=True)
     assert state["step"] == 10 and all(torch.isfinite(v).all() for v in state["model"].values())
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from multibeta.bundle.manifest import FORMAT_VERSION
+from multibeta.bundle.layout import denoiser_file
+from multibeta.bundle.manifest import FORMAT_VERSION, file_entries
 from multibeta.workflow.config import ConfigError, resolve_config
 from multibeta.workflow.experiments import expand_experiments
 from multibeta.workflow.from_bundle import apply_bundle
@@ -17,10 +18,12 @@ from multibeta.workflow.from_bundle import apply_bundle
 def _bundle(root: Path, variants: list[str]) -> Path:
     recorded = resolve_config({"experiment": "trained", "vae": {"steps": 123, "baseline_betas": [1.0]},
                                "diffusion": {"variants": variants}})
-    root.mkdir()
+    (root / "denoisers").mkdir(parents=True)
     (root / "config.yaml").write_text(yaml.safe_dump(recorded))
+    for rel in ("vae.safetensors", "latent_space.safetensors", *(denoiser_file(v) for v in variants)):
+        (root / rel).write_bytes(b"placeholder")  # only the manifest, listing and config are read
     (root / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "variants": variants,
-                                                    "files": {}}))
+                                                    "files": file_entries(root)}))
     return root
 
 
@@ -56,6 +59,11 @@ def test_a_missing_or_foreign_bundle_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"invalid config at 'bundle': no bundle at"):
         expand_experiments({"bundle": str(tmp_path / "nowhere")})
     bundle = _bundle(tmp_path / "b", ["multibeta"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**manifest, "files": {
+        **manifest["files"], "../outside.yaml": manifest["files"]["config.yaml"]}}))
+    with pytest.raises(ConfigError, match=r"'bundle'.*refused:\s+- \.\./outside\.yaml: contains '\.\.'"):
+        expand_experiments({"bundle": str(bundle)})
     (bundle / "manifest.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(ConfigError, match=r"'bundle'.*format version 99"):
         expand_experiments({"bundle": str(bundle)})

@@ -22,6 +22,8 @@ import torch
 from PIL import Image, ImageStat
 
 from multibeta.bundle.manifest import file_entries
+from multibeta.utils.io import file_sha256
+from multibeta.utils.tensorfile import read_tensor_file, write_tensor_file
 
 from smk import TINY, load_yaml, planned_jobs, snakemake, write_config
 
@@ -390,25 +392,25 @@ def test_cli_uses_the_bundle_and_refuses_a_damaged_one(
     assert bad.returncode == 2 and "attribute: shape, scale" in bad.stderr
     damaged = tmp_path / "damaged"
     shutil.copytree(bundle, damaged)
-    with open(damaged / "vae.pt", "r+b") as fh:
+    with open(damaged / "vae.safetensors", "r+b") as fh:
         fh.seek(100)
         byte = fh.read(1)
         fh.seek(100)
         fh.write(bytes([byte[0] ^ 0xFF]))
     refused = _multibeta_cli("sample", str(damaged), "-n", "2", cwd=tmp_path)
-    assert refused.returncode == 2 and "vae.pt: SHA-256 differs" in refused.stderr, refused.stderr
+    assert refused.returncode == 2 and "vae.safetensors: SHA-256 differs" in refused.stderr, refused.stderr
     missing = _multibeta_cli("info", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode == 2 and "no bundle at" in missing.stderr
     # a consistent manifest, but a denoiser trained on another VAE's latents
     foreign = tmp_path / "foreign"
     shutil.copytree(bundle, foreign)
-    state = torch.load(foreign / "denoisers" / "multibeta.pt", weights_only=False)
-    torch.save({**state, "vae_sha256": "0" * 64}, foreign / "denoisers" / "multibeta.pt")
+    state = read_tensor_file(foreign / "denoisers" / "multibeta.safetensors")
+    write_tensor_file({**state, "vae_sha256": "0" * 64}, foreign / "denoisers" / "multibeta.safetensors")
     manifest = json.loads((foreign / "manifest.json").read_text())
     manifest["files"] = file_entries(foreign)
     (foreign / "manifest.json").write_text(json.dumps(manifest))
     mismatched = _multibeta_cli("sample", str(foreign), "-n", "2", cwd=tmp_path)
-    assert mismatched.returncode == 2 and "denoisers/multibeta.pt does not belong" in mismatched.stderr
+    assert mismatched.returncode == 2 and "denoisers/multibeta.safetensors does not belong" in mismatched.stderr
 
 
 def test_an_experiment_started_from_a_bundle_trains_nothing(
@@ -429,3 +431,205 @@ def test_an_experiment_started_from_a_bundle_trains_nothing(
     missing = {**started, "bundle": str(tmp_path / "no_bundle")}
     proc = snakemake(tmp_path, "-n", configfile=write_config(tmp_path / "missing.yaml", missing), check=False)
     assert proc.returncode != 0 and "invalid config at 'bundle'" in proc.stderr + proc.stdout
+
+
+
+# ------------------------------------------------------------------- bundles from someone else
+
+
+class _Payload:
+    """Pickles to a call of os.system that creates ``marker`` (if anything ever unpickles it)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _crafted_header(path: Path, marker: Path) -> None:
+    """Rewrite the tensor file ``path`` with code (a pickle, a Python line) in its header."""
+    import base64
+    import pickle
+    import struct
+
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"]["pickle"] = base64.b64encode(pickle.dumps(_Payload(marker))).decode()
+    header["__metadata__"]["code"] = f"__import__('os').system('touch {marker}')"
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+
+
+def _crafted_record(path: Path, marker: Path) -> None:
+    """Rewrite the tensor file ``path`` with a valid header whose JSON record names code: an
+    extra architecture key for a model, a kind that is a Python line for a table."""
+    import struct
+
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    record = json.loads(header["__metadata__"]["multibeta"])
+    if "arch" in record:
+        record["arch"]["__reduce__"] = ["os.system", f"touch {marker}"]
+    else:
+        record["kind"] = f"__import__('os').system('touch {marker}')"
+    header["__metadata__"]["multibeta"] = json.dumps(record)
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+
+
+def _planted_variants(bundle: Path, outside: Path, marker: Path) -> dict[str, tuple[Callable, str]]:
+    """``{name: (plant(copy) -> extra manifest entries, file the refusal must name)}``."""
+    tensor_files = sorted(rel for rel in json.loads((bundle / "manifest.json").read_text())["files"]
+                          if rel.endswith(".safetensors"))
+    assert {"vae.safetensors", "latent_space.safetensors", "directions.safetensors",
+            "denoisers/multibeta.safetensors"} <= set(tensor_files)
+
+    def pickled(rel):
+        return lambda root: torch.save({"weights": _Payload(marker)}, root / rel)
+
+    def crafted(rel):
+        return lambda root: _crafted_header(root / rel, marker)
+
+    def record(rel):
+        return lambda root: _crafted_record(root / rel, marker)
+
+    def symlinked(rel):
+        def plant(root):
+            (root / rel).unlink()
+            os.symlink(outside, root / rel)
+        return plant
+
+    variants = {}
+    for rel in tensor_files:
+        variants[f"pickle in {rel}"] = (pickled(rel), rel)
+        variants[f"crafted header in {rel}"] = (crafted(rel), rel)
+        variants[f"crafted record in {rel}"] = (record(rel), rel)
+        variants[f"{rel} a symlink to a file outside"] = (symlinked(rel), rel)
+
+    def listed(name):
+        return lambda root: {name: outside}
+
+    def old_name(root):
+        torch.save({"kind": "vae", "p": _Payload(marker)}, root / "vae.pt")
+
+    def manifest_link(root):
+        real = outside.with_name("manifest.json")
+        shutil.copyfile(root / "manifest.json", real)
+        (root / "manifest.json").unlink()
+        os.symlink(real, root / "manifest.json")
+        return None
+
+    variants["manifest lists ../outside.bin"] = (listed("../outside.bin"), "../outside.bin")
+    variants["manifest lists an absolute path"] = (listed(str(outside)), str(outside))
+    variants["manifest lists denoisers/../../outside.bin"] = (listed("denoisers/../../outside.bin"),
+                                                             "denoisers/../../outside.bin")
+    variants["a pickled vae.pt beside the models"] = (old_name, "vae.pt")
+    variants["manifest.json a symlink"] = (manifest_link, "manifest.json")
+    return variants
+
+
+def _plant(bundle: Path, root: Path, plant: Callable) -> None:
+    """Copy ``bundle`` to ``root``, plant, and fix up the manifest's hashes (as an attacker would)."""
+    shutil.copytree(bundle, root, symlinks=True)
+    manifest = json.loads((root / "manifest.json").read_text())
+    extra = plant(root)
+    if (root / "manifest.json").is_symlink():
+        return
+    listed = set(manifest["files"]) | ({"vae.pt"} if (root / "vae.pt").exists() else set())
+    files = {rel: root / rel for rel in listed}
+    files.update(extra or {})
+    manifest["files"] = {rel: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for rel, p in files.items()}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_planted_code_in_any_bundle_file_never_runs(
+    tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    import pickle
+
+    from multibeta.api import MultiBeta
+    from multibeta.bundle.manifest import BundleError
+
+    workdir, config = tiny_run
+    bundle = workdir / "results" / config["experiment"] / "bundle"
+    control = tmp_path / "control_marker"
+    pickle.loads(pickle.dumps(_Payload(control)))  # the payload is live: unpickling it runs it
+    assert control.exists()
+    marker = tmp_path / "marker"
+    outside = tmp_path / "outside" / "outside.bin"
+    outside.parent.mkdir()
+    torch.save({"weights": _Payload(marker)}, outside)
+    for i, (name, (plant, rel)) in enumerate(_planted_variants(bundle, outside, marker).items()):
+        root = tmp_path / f"variant{i}"
+        _plant(bundle, root, plant)
+        variant = Path(rel).stem if rel.startswith("denoisers/") and ".." not in rel else "multibeta"
+        with pytest.raises(BundleError) as err:
+            MultiBeta.load(root, variant=variant, device="cpu")
+        assert str(root) in str(err.value) and rel in str(err.value), (name, str(err.value))
+        cli = _multibeta_cli("sample", str(root), "-n", "2", "--steps", "1", "--device", "cpu",
+                             "--variant", variant, "--out", "x.png", cwd=tmp_path)
+        assert cli.returncode == 2 and str(root) in cli.stderr and rel in cli.stderr, (name, cli.stderr)
+        assert not marker.exists(), name
+    assert not (tmp_path / "x.png").exists()
+
+
+def _write_old_format_bundle(bundle: Path, results: Path, old: Path) -> None:
+    """The tiny run's bundle as format version 1 wrote it: pickled ``.pt`` checkpoints (with
+    numpy arrays, as the trainers saved them then), ``latent_space.pt``, ``directions.pt``."""
+    import numpy as np
+
+    def numpy_era(state):
+        state = dict(state)
+        for key in ("normalisation", "cache"):
+            if isinstance(state.get(key), dict):
+                state[key] = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in state[key].items()}
+        return state
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    (old / "denoisers").mkdir(parents=True)
+    shutil.copyfile(results / "vae" / "model.pt", old / "vae.pt")
+    for v in manifest["variants"]:
+        state = torch.load(results / "diffusion" / v / "model.pt", weights_only=True)
+        state["rng"]["numpy"] = np.random.get_state()
+        torch.save(numpy_era(state), old / "denoisers" / f"{v}.pt")
+    space = read_tensor_file(bundle / "latent_space.safetensors")
+    del space["kind"]
+    torch.save(space, old / "latent_space.pt")
+    torch.save(read_tensor_file(bundle / "directions.safetensors")["families"], old / "directions.pt")
+    for rel in ("config.yaml", "MODEL_CARD.md", "metrics.json"):
+        shutil.copyfile(bundle / rel, old / rel)
+    shutil.copytree(bundle / "training", old / "training")
+    (old / "manifest.json").write_text(json.dumps({
+        **{k: manifest[k] for k in ("experiment", "variants", "latent_dim", "image_channels", "versions")},
+        "format_version": 1, "files": file_entries(old)}))
+
+
+def test_an_old_format_bundle_is_refused_and_converts_to_an_identical_one(
+    tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    from multibeta.api import MultiBeta
+    from multibeta.bundle.manifest import BundleError
+
+    workdir, config = tiny_run
+    results = workdir / "results" / config["experiment"]
+    old, new = tmp_path / "old", tmp_path / "new"
+    _write_old_format_bundle(results / "bundle", results, old)
+    command = f"multibeta convert-bundle {old} {tmp_path / 'old-v2'} --trust-pickle"
+    with pytest.raises(BundleError, match="bundle format version 1, which stores pickled checkpoints") as err:
+        MultiBeta.load(old, device="cpu")
+    assert command in str(err.value)
+    refused = _multibeta_cli("sample", str(old), "-n", "2", cwd=tmp_path)
+    assert refused.returncode == 2 and command in refused.stderr, refused.stderr
+    untrusted = _multibeta_cli("convert-bundle", str(old), str(new), cwd=tmp_path)
+    assert untrusted.returncode == 2 and "--trust-pickle" in untrusted.stderr and not new.exists()
+    done = _multibeta_cli("convert-bundle", str(old), str(new), "--trust-pickle", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    converted, exported = MultiBeta.load(new, device="cpu"), MultiBeta.load(results / "bundle", device="cpu")
+    assert converted.bundle.manifest["converted_from"]["format_version"] == 1
+    z = converted.sample_latents(8)
+    assert torch.equal(z, exported.sample_latents(8))
+    assert torch.equal(converted.decode(z, 0.0), exported.decode(z, 0.0))
+    assert converted.bundle.direction_names() == exported.bundle.direction_names()

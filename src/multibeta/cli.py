@@ -6,9 +6,14 @@
     multibeta interpolate results/default/bundle a.png b.png --t-b 0.75 -n 8 --out path.png
     multibeta edit results/default/bundle img.png --direction attribute:scale \\
         --amounts -2 -1 0 1 2 --out scale.png
+    multibeta convert-bundle OLD NEW --trust-pickle
 
-Every command checks the bundle's files against its manifest first and stops with a message
-naming what is wrong (exit status 2). ``multibeta <command> --help`` lists each one's options.
+Every command checks the bundle first (names inside its folder, no symlinks, sizes within the
+format's bounds, every file's SHA-256, every tensor file's header) and stops with a message
+naming the bundle, the file and the reason (exit status 2). A bundle holds no code: nothing in
+it is unpickled or run. ``convert-bundle`` turns a bundle of format version 1 (pickled
+checkpoints) into the current format; it reads pickles and so needs --trust-pickle.
+``multibeta <command> --help`` lists each one's options.
 """
 
 from __future__ import annotations
@@ -85,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="check a bundle and print its model card")
     p.add_argument("bundle", type=Path)
 
+    p = sub.add_parser("convert-bundle", help="convert a format-1 bundle (pickled checkpoints) to the "
+                                              "current format (safetensors + JSON)")
+    p.add_argument("old", type=Path, help="the format-1 bundle folder")
+    p.add_argument("new", type=Path, help="the folder to write the converted bundle to")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="required: confirm that you trust the old bundle's source (its checkpoints "
+                        "are pickles, read with torch's weights-only unpickler)")
+
     p = sub.add_parser("sample", help="draw new images (reverse process from t = 1, decoded at t = 0)")
     _common(p), _sampler(p), _out(p, "samples.png")
     p.add_argument("-n", type=_positive_int, default=16, help="how many images (default 16)")
@@ -144,6 +157,14 @@ def run(args: argparse.Namespace) -> None:
     from multibeta.api import MultiBeta  # noqa: PLC0415  (torch-heavy; --help stays fast)
     from multibeta.bundle.load import Bundle  # noqa: PLC0415
 
+    if args.command == "convert-bundle":
+        from multibeta.bundle.convert import convert_bundle  # noqa: PLC0415
+
+        out = convert_bundle(args.old, args.new, trust_pickle=args.trust_pickle)
+        bundle = Bundle.open(out)
+        print(f"converted {args.old} to {out} (format version {bundle.manifest['format_version']}, "
+              f"{len(bundle.manifest['files'])} files, checked)")
+        return
     if args.command == "info":
         bundle = Bundle.open(args.bundle)
         print(bundle.model_card)

@@ -22,6 +22,7 @@ envvars:
     "HDF5_USE_FILE_LOCKING",
 
 
+from multibeta.bundle.layout import VAE_FILE as BUNDLE_VAE, denoiser_file as bundle_denoiser
 from multibeta.sampling.config import DIRECTION_FAMILIES
 from multibeta.workflow.config import ConfigError
 from multibeta.workflow.experiments import canonical, classifier_id, dataset_id, expand_experiments
@@ -204,7 +205,7 @@ def trained_file(exp, in_bundle, in_results):
 
 def vae_model(wildcards):
     """The multi-β VAE checkpoint: trained by rule train_vae, or the bundle's."""
-    return trained_file(wildcards.exp, "vae.pt", "vae/model.pt")
+    return trained_file(wildcards.exp, BUNDLE_VAE, "vae/model.pt")
 
 
 def vae_log(wildcards):
@@ -213,7 +214,7 @@ def vae_log(wildcards):
 
 
 def denoiser_path(exp, variant):
-    return trained_file(exp, f"denoisers/{variant}.pt", f"diffusion/{variant}/model.pt")
+    return trained_file(exp, bundle_denoiser(variant), f"diffusion/{variant}/model.pt")
 
 
 def denoiser_file(exp, variant, name):

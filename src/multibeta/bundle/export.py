@@ -1,7 +1,9 @@
-"""Write a bundle: copy the trained models, store the latent space's tables, hash everything.
+"""Write a bundle: the trained models and the latent space's tables as tensor files, hashed.
 
-The bundle is assembled in a temporary sibling folder and renamed into place only when it is
-complete, so an interrupted export never leaves a folder that looks like a bundle.
+Every model and table is written as a :mod:`multibeta.utils.tensorfile` (safetensors + JSON,
+no pickle; the files are listed in :mod:`.layout`). The bundle is assembled in a temporary
+sibling folder and renamed into place only when it is complete, so an interrupted export never
+leaves a folder that looks like a bundle.
 """
 
 from __future__ import annotations
@@ -18,32 +20,52 @@ import torch
 import yaml
 
 from multibeta.bundle.card import model_card
-from multibeta.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entries
+from multibeta.bundle.layout import (
+    CARD_FILE, CONFIG_FILE, DENOISER_DIR, DIRECTIONS_FILE, FORMAT_VERSION, LATENT_SPACE_FILE, MANIFEST,
+    METRICS_FILE, NAME, TRAINING_DIR, VAE_FILE, denoiser_file, file_kind,
+)
+from multibeta.bundle.manifest import file_entries
 from multibeta.cache.latent_cache import LatentCache
 from multibeta.models.loading import check_denoiser_vae
 from multibeta.sampling.directions import attribute_directions
 from multibeta.sampling.edit import Directions, basis_directions
 from multibeta.sampling.samplers import GaussianPrior
+from multibeta.utils.checkpoint import load_checkpoint
 from multibeta.utils.io import file_sha256
+from multibeta.utils.tensorfile import write_tensor_file
 from multibeta.utils.versions import collect_versions
 
 logger = logging.getLogger(__name__)
 
-VAE_FILE = "vae.pt"
-DENOISER_DIR = "denoisers"
-LATENT_SPACE_FILE = "latent_space.pt"
-CONFIG_FILE = "config.yaml"
-CARD_FILE = "MODEL_CARD.md"
-METRICS_FILE = "metrics.json"
-DIRECTIONS_FILE = "directions.pt"
-TRAINING_DIR = "training"
+#: What a VAE record keeps of its checkpoint besides the weights (``ema``).
+VAE_KEYS = ("kind", "arch", "config", "versions", "summary", "complete")
+#: Keys of a denoiser checkpoint that only resuming training needs (not stored in a bundle).
+DENOISER_TRAINING_ONLY = frozenset({"model", "optimizer", "scaler", "generator", "rng", "acc", "log"})
+
+
+def vae_record(state: dict[str, Any]) -> dict[str, Any]:
+    """What a bundle stores of a VAE checkpoint: :data:`VAE_KEYS` and the weights that
+    :func:`multibeta.models.vae.load_vae` uses (EMA when present) as ``ema``."""
+    weights = state.get("ema") if state.get("ema") is not None else state["model"]
+    return {**{k: state[k] for k in VAE_KEYS if k in state}, "ema": dict(weights)}
+
+
+def denoiser_record(state: dict[str, Any], vae_sha256: str) -> dict[str, Any]:
+    """What a bundle stores of a denoiser checkpoint: every key but
+    :data:`DENOISER_TRAINING_ONLY` (the EMA ``state_dict`` whole, whatever buffers it holds),
+    with ``vae_sha256`` the SHA-256 of the bundle's VAE file and the original kept as
+    ``trained_on_vae_sha256``."""
+    record = {k: v for k, v in state.items() if k not in DENOISER_TRAINING_ONLY}
+    record["trained_on_vae_sha256"] = state.get("trained_on_vae_sha256", state.get("vae_sha256"))
+    record["vae_sha256"] = vae_sha256
+    return record
 
 
 def latent_space(cache: LatentCache) -> dict[str, Any]:
     """What a user of the models needs to know of the latent space, from the latent cache.
 
     Returns:
-        ``schedule_t`` / ``schedule_sigma`` ``[M]`` (float64: σ_t on a dense grid), ``level_t``
+        ``kind`` (``"latent_space"``), ``schedule_t`` / ``schedule_sigma`` ``[M]`` (float64: σ_t on a dense grid), ``level_t``
         / ``level_sigma`` / ``level_beta`` ``[K]`` (the cached levels), and the fitted start
         distribution of z_1 (``prior_mean`` ``[d]``, ``prior_scale_tril`` ``[d, d]``, float32,
         fitted on the training rows exactly as the sample rule fits it).
@@ -51,6 +73,7 @@ def latent_space(cache: LatentCache) -> dict[str, Any]:
     mu_1 = torch.as_tensor(cache.level(cache.num_levels - 1))
     prior = GaussianPrior.fit(mu_1[cache.rows("train")], float(cache.sigma[-1]))
     return {
+        "kind": "latent_space",
         "schedule_t": torch.as_tensor(cache.schedule_t),
         "schedule_sigma": torch.as_tensor(cache.schedule_sigma),
         "level_t": torch.as_tensor(cache.t),
@@ -128,8 +151,9 @@ def export_bundle(
     Args:
         out_dir: the bundle folder to create.
         experiment: the experiment's name (recorded and shown in the model card).
-        vae_path: the multi-β VAE checkpoint (``vae/model.pt``).
-        denoiser_paths: ``{variant: diffusion/<variant>/model.pt}``.
+        vae_path: the multi-β VAE checkpoint (``vae/model.pt``, or the ``vae.safetensors`` of
+            the bundle the experiment started from).
+        denoiser_paths: ``{variant: diffusion/<variant>/model.pt}`` (or a bundle's denoisers).
         cache_path: the latent cache the denoisers were trained on (``cache/latents.h5``).
         config: the experiment's resolved config.
         metrics_path: the report's ``metrics.json`` (its headline numbers go into the model
@@ -145,25 +169,72 @@ def export_bundle(
         VAEMismatchError: the cache was built from another VAE checkpoint.
         DenoiserVAEMismatchError: a denoiser was trained on the latents of another VAE.
     """
-    out_dir = Path(out_dir)
     cache = LatentCache(cache_path, in_memory=True)
-    vae_sha = file_sha256(vae_path)
-    cache.check_vae(vae_sha)
-    vae_state = torch.load(vae_path, map_location="cpu", weights_only=False)
-    for path in denoiser_paths.values():
-        check_denoiser_vae(torch.load(path, map_location="cpu", weights_only=False), vae_sha)
+    try:
+        vae_sha = file_sha256(vae_path)
+        cache.check_vae(vae_sha)
+        vae_state = load_checkpoint(vae_path, kind="vae")
+        denoisers = {}
+        for variant, path in sorted(denoiser_paths.items()):
+            denoisers[variant] = load_checkpoint(path, kind="diffusion")
+            check_denoiser_vae(denoisers[variant], vae_sha)
+        directions = None
+        if directions_t_b is not None:
+            directions = edit_directions(cache, directions_t_b, n_directions, orientation=orientation,
+                                         seed=int(config.get("metrics", {}).get("seed", 0)))
+        return write_bundle(
+            out_dir, experiment=experiment, vae_state=vae_state, denoiser_states=denoisers,
+            latent_space=latent_space(cache), directions=directions, config=config,
+            latent_dim=int(cache.latent_dim), metrics_path=metrics_path, training_files=training_files,
+        )
+    finally:
+        cache.close()
+
+
+def write_bundle(
+    out_dir: str | os.PathLike,
+    *,
+    experiment: str,
+    vae_state: dict[str, Any],
+    denoiser_states: dict[str, dict[str, Any]],
+    latent_space: dict[str, Any],
+    directions: dict[str, dict[str, Any]] | None,
+    config: dict[str, Any],
+    latent_dim: int,
+    metrics_path: str | os.PathLike | None = None,
+    training_files: dict[str, str | os.PathLike] | None = None,
+    versions: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a bundle of format :data:`FORMAT_VERSION` from loaded checkpoints and tables.
+
+    Args:
+        vae_state, denoiser_states: checkpoint dicts (``kind`` ``vae`` / ``diffusion``); what
+            is kept of them: :func:`vae_record`, :func:`denoiser_record`.
+        latent_space: :func:`latent_space`; directions: :func:`edit_directions` or None.
+        versions: recorded in the manifest (default: the running ones).
+        extra: more top-level manifest entries (a conversion records its origin).
+
+    Raises:
+        ValueError: a variant or training-record name that is not a plain file name.
+    """
+    out_dir = Path(out_dir)
+    bad = [v for v in denoiser_states if not NAME.fullmatch(v)]
+    bad += [n for n in training_files or {} if file_kind(f"{TRAINING_DIR}/{n}") is None]
+    if bad:
+        raise ValueError(f"not names a bundle can hold: {bad} (variants: letters, digits, _ . -; "
+                         "training records: such a name ending in .csv or .png)")
     tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         (tmp / DENOISER_DIR).mkdir(parents=True)
-        shutil.copyfile(vae_path, tmp / VAE_FILE)
-        for variant, path in sorted(denoiser_paths.items()):
-            shutil.copyfile(path, tmp / DENOISER_DIR / f"{variant}.pt")
-        torch.save(latent_space(cache), tmp / LATENT_SPACE_FILE)
-        if directions_t_b is not None:
-            torch.save(edit_directions(cache, directions_t_b, n_directions, orientation=orientation,
-                                       seed=int(config.get("metrics", {}).get("seed", 0))),
-                       tmp / DIRECTIONS_FILE)
+        write_tensor_file(vae_record(vae_state), tmp / VAE_FILE)
+        bundle_vae_sha = file_sha256(tmp / VAE_FILE)
+        for variant, state in sorted(denoiser_states.items()):
+            write_tensor_file(denoiser_record(state, bundle_vae_sha), tmp / denoiser_file(variant))
+        write_tensor_file(latent_space, tmp / LATENT_SPACE_FILE)
+        if directions is not None:
+            write_tensor_file({"kind": "directions", "families": directions}, tmp / DIRECTIONS_FILE)
         for name, path in sorted((training_files or {}).items()):
             (tmp / TRAINING_DIR).mkdir(exist_ok=True)
             shutil.copyfile(path, tmp / TRAINING_DIR / name)
@@ -172,16 +243,17 @@ def export_bundle(
         if metrics_path is not None:
             shutil.copyfile(metrics_path, tmp / METRICS_FILE)
             metrics = json.loads(Path(metrics_path).read_text())
-        versions = collect_versions()
-        (tmp / CARD_FILE).write_text(model_card(experiment, config, metrics, sorted(denoiser_paths),
+        versions = collect_versions() if versions is None else versions
+        (tmp / CARD_FILE).write_text(model_card(experiment, config, metrics, sorted(denoiser_states),
                                                 versions, vae_state.get("versions")))
         manifest = {
             "format_version": FORMAT_VERSION,
             "experiment": experiment,
-            "variants": sorted(denoiser_paths),
-            "latent_dim": int(cache.latent_dim),
+            "variants": sorted(denoiser_states),
+            "latent_dim": int(latent_dim),
             "image_channels": int(vae_state["arch"]["image_channels"]),
             "versions": versions,
+            **(extra or {}),
             "files": file_entries(tmp),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -193,7 +265,5 @@ def export_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        cache.close()
     logger.info("bundle of %s written to %s (%d files)", experiment, out_dir, len(manifest["files"]))
     return out_dir

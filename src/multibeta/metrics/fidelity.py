@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from multibeta.models.pretrained import resolve_weights
 from multibeta.metrics.images import ImageSource, SubsetImages, TorchFidelityImages, as_image_source
 from multibeta.metrics.utils import Timer
 from multibeta.utils.device import Runtime
+from multibeta.utils.checkpoint import load_weights_only, unpickler_reason
 from multibeta.utils.io import atomic_path, file_sha256
 
 logger = logging.getLogger(__name__)
@@ -221,7 +223,16 @@ def load_reference_features(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"reference features file not found: {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        blob = load_weights_only(path)  # tensors and plain data only: nothing is run
+        if not isinstance(blob, dict) or not isinstance(blob.get("features"), torch.Tensor):
+            raise ValueError("no 'features' tensor")
+    except Exception as exc:  # refused by the weights-only unpickler, truncated, or foreign
+        reason = unpickler_reason(exc) if isinstance(exc, pickle.UnpicklingError) else f"{type(exc).__name__}: {exc}"
+        raise ReferenceMismatchError(
+            f"{path} is not a reference-features file of this multibeta ({reason}); delete it and "
+            "rerun the rule reference_features."
+        ) from exc
     meta = blob.get("meta", {})
     want = _meta(space, len(blob["features"]), reference_id if reference_id is not None else meta.get("reference_id"))
     diffs = [f"{k}: file has {meta.get(k)!r}, expected {v!r}" for k, v in want.items()

@@ -24,7 +24,8 @@ def load_denoiser(
 ) -> tuple[LatentDenoiser, dict[str, Any]]:
     """The EMA denoiser of a ``train_diffusion`` checkpoint, in eval mode, and the checkpoint.
 
-    The checkpoint dict carries ``variant``, ``vae_sha256`` (of the VAE behind the cache it
+    ``path`` is a ``train_diffusion`` checkpoint (``.pt``, loaded weights-only) or a bundle's
+    ``.safetensors`` denoiser (no pickle). The checkpoint dict carries ``variant``, ``vae_sha256`` (of the VAE behind the cache it
     was trained on), ``latent_dim``, ``normalisation``, ``cache`` (levels, σ, β) and ``config``.
 
     Raises:
@@ -34,8 +35,15 @@ def load_denoiser(
         state = load_checkpoint(path, kind="diffusion", map_location=map_location)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc} (the rule train_diffusion writes it; rerun it)") from exc
-    model = LatentDenoiser(**state["arch"])
-    model.load_state_dict(state["ema"])
+    try:
+        model = LatentDenoiser(**state["arch"])
+        model.load_state_dict(state["ema"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path}: the denoiser it records cannot be built ({type(exc).__name__}: {exc}); the file "
+            "is inconsistent or was written by an incompatible multibeta (the rule train_diffusion "
+            "writes it; rerun it)"
+        ) from exc
     model.to(map_location).eval().requires_grad_(False)
     return model, state
 

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from multibeta.core.config import ConfigError, from_section, to_dict
 from multibeta.models.embedding import FiLM, FourierTimeEmbedding
 from multibeta.models.schedules import build_sigma_schedule
-from multibeta.utils.checkpoint import CheckpointError, load_checkpoint
+from multibeta.utils.checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,8 @@ def load_vae(
     """Load a trained VAE (eval mode) and its checkpoint dict.
 
     Args:
-        path: a ``kind="vae"`` checkpoint written by :func:`multibeta.vae.trainer.train_vae`.
+        path: a ``kind="vae"`` checkpoint written by :func:`multibeta.vae.trainer.train_vae`
+            (``.pt``, loaded weights-only) or a bundle's ``vae.safetensors`` (no pickle).
         map_location: device for the tensors.
         arch: expected architecture (``VAEConfig.vae_arch(channels)``); None accepts any.
         use_ema: take the EMA weights when the checkpoint has them.
@@ -316,7 +317,12 @@ def load_vae(
         CheckpointMismatchError: ``arch`` given and different (the message names the keys).
     """
     expected = None if arch is None else arch.to_dict()
-    state = load_checkpoint(path, kind="vae", arch=expected, map_location=map_location)
+    try:
+        state = load_checkpoint(path, kind="vae", arch=expected, map_location=map_location)
+    except CheckpointMismatchError:
+        raise
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (the rule train_vae, or train_vae_baseline for a baseline, writes it; rerun it)") from exc
     model = MultiBetaVAE(VAEArch.from_dict(state.get("arch", {}), source=str(path)))
     weights = state.get("ema") if use_ema and state.get("ema") is not None else state.get("model")
     if weights is None:

@@ -3,8 +3,10 @@
 With ``bundle: <folder>`` the data, vae, cache and diffusion sections of the experiment are
 those recorded in the bundle (they define the trained models), fixed-β baselines are dropped
 (a bundle holds none), and every sampling run must use a denoiser variant the bundle has.
-Only the manifest and the recorded config are read here (fast, at DAG construction); rule
-``verify_bundle`` checks the files' SHA-256 before the first job that reads them. A config that
+Only the manifest, the folder's listing and the recorded config are read here (fast, at DAG
+construction: a name outside the folder or a symlink is refused at once); rule
+``verify_bundle`` checks the files' SHA-256 and headers before the first job that reads them.
+The rules read the bundle's models from its safetensors files (no pickle). A config that
 starts from a bundle must not set the trained sections itself (they would be ignored), and the
 bundle must not lie inside the experiment's own output folder (its export would replace it).
 """
@@ -17,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from multibeta.bundle.manifest import BundleError, read_manifest
+from multibeta.bundle.manifest import BundleError, check_layout, read_manifest
 from multibeta.core.config import ConfigError
 
 #: Sections of the config that the bundle's models define.
@@ -51,6 +53,7 @@ def apply_bundle(raw: dict[str, Any]) -> dict[str, Any]:
         )
     try:
         manifest = read_manifest(folder)
+        check_layout(folder, manifest)  # names inside the folder, no symlinks, sizes in bounds
         recorded = yaml.safe_load((Path(folder) / BUNDLE_CONFIG).read_text())
         if not isinstance(recorded, dict) or not all(isinstance(recorded.get(s), dict) for s in TRAINED_SECTIONS):
             raise BundleError(f"{Path(folder) / BUNDLE_CONFIG} lacks the sections {list(TRAINED_SECTIONS)}; "
