@@ -168,6 +168,9 @@ def test_each_variant_trains_saves_and_loads(
     assert torch.all(model.sigma(torch.tensor([0.0])) < 1e-3) and torch.allclose(
         model.sigma(torch.tensor([1.0])), torch.ones(1), atol=1e-3
     )
+    if variant != "standard_ldm":  # the whole σ_t table, not only its ends: σ = sin(πt/2)
+        t = torch.linspace(0, 1, 11, dtype=torch.float64)
+        torch.testing.assert_close(model.sigma_table(t), torch.sin(math.pi * t / 2), atol=1e-3, rtol=0)
     if variant == "standard_ldm":
         cache = LatentCache(cache_path)
         z0 = model.normalize(torch.from_numpy(cache.level(0)[cache.rows("train")]))
@@ -351,3 +354,24 @@ def test_cosine_time_density_draws_the_cosine_log_snr(cache_path: Path, tmp_path
     assert model.time_input == "logsnr" and ckpt["arch"]["time_input"] == "logsnr"
     t_in = model.time_features(torch.tensor([0.0, 0.5, 1.0]))
     assert torch.all(t_in.diff() > 0) and 0 <= float(t_in.min()) and float(t_in.max()) < 1
+
+
+def test_sigma_table_buffers_do_not_alias_and_old_checkpoints_are_repaired(
+    cache_path: Path, tmp_path: Path
+) -> None:
+    """A table built from one array for t and σ, then filled by load_state_dict, keeps both
+    buffers apart; a checkpoint written when they aliased (σ in both) loads with the true σ_t."""
+    from multibeta.core.schedules import SigmaTable
+
+    grid = np.linspace(0, 1, 5)
+    table = SigmaTable(grid, grid)
+    table.load_state_dict(SigmaTable(grid, grid**2).state_dict())
+    assert torch.equal(table.t_grid, torch.as_tensor(grid)) and torch.equal(table.sigma_grid, torch.as_tensor(grid**2))
+    out = train_diffusion(config(), variant="multibeta", cache=cache_path, **paths(tmp_path), runtime=CPU)
+    state = torch.load(out, weights_only=True)
+    for weights in (state["ema"], state["model"]):  # what the aliased buffers wrote
+        weights["sigma_table.t_grid"] = weights["sigma_table.sigma_grid"].clone()
+    torch.save(state, tmp_path / "old.pt")
+    model, _ = load_denoiser(tmp_path / "old.pt")
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    torch.testing.assert_close(model.sigma_table(t), torch.sin(math.pi * t / 2), atol=1e-3, rtol=0)

@@ -26,8 +26,10 @@ class SigmaTable(torch.nn.Module):
 
     def __init__(self, t_grid: np.ndarray | torch.Tensor, sigma: np.ndarray | torch.Tensor) -> None:
         super().__init__()
-        t_grid = torch.as_tensor(np.asarray(t_grid), dtype=torch.float64)
-        sigma = torch.as_tensor(np.asarray(sigma), dtype=torch.float64)
+        # copies: the two buffers must never share memory (a table built from one array for
+        # both, then filled by load_state_dict, would otherwise end with σ in both)
+        t_grid = torch.tensor(np.asarray(t_grid), dtype=torch.float64)
+        sigma = torch.tensor(np.asarray(sigma), dtype=torch.float64)
         if t_grid.ndim != 1 or t_grid.shape != sigma.shape or len(t_grid) < 2:
             raise ValueError("t_grid and sigma must be 1-D arrays of the same length >= 2")
         if torch.any(torch.diff(t_grid) <= 0):

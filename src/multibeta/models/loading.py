@@ -38,6 +38,7 @@ def load_denoiser(
     try:
         model = LatentDenoiser(**state["arch"])
         model.load_state_dict(state["ema"])
+        restore_sigma_table(model, state)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
             f"{path}: the denoiser it records cannot be built ({type(exc).__name__}: {exc}); the file "
@@ -46,6 +47,20 @@ def load_denoiser(
         ) from exc
     model.to(map_location).eval().requires_grad_(False)
     return model, state
+
+
+def restore_sigma_table(model: LatentDenoiser, state: dict[str, Any]) -> None:
+    """Set the model's σ_t table from the checkpoint's ``normalisation`` (the cache's schedule).
+
+    Checkpoints written before the σ table copied its inputs hold σ in both of its buffers
+    (``sigma_table.t_grid`` aliased ``sigma_grid``), which made σ(t) = t; the normalisation
+    record kept the true schedule, so rebuilding the table from it repairs them and is the
+    identity for newer checkpoints.
+    """
+    norm = state.get("normalisation") or {}
+    if model.sigma_table is not None and "schedule_t" in norm and "schedule_sigma" in norm:
+        model.set_normalisation(schedule_t=torch.as_tensor(norm["schedule_t"]).cpu().numpy(),
+                                schedule_sigma=torch.as_tensor(norm["schedule_sigma"]).cpu().numpy())
 
 
 def check_denoiser_vae(checkpoint: dict[str, Any], vae_sha256: str) -> None:
