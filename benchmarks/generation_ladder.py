@@ -35,7 +35,6 @@ import argparse
 import json
 import logging
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -163,14 +162,6 @@ def sample_rung(exp: Experiment, rung: str, model: torch.nn.Module, cache: Laten
     return exp.decode(z)
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any,
         steps: int | None = None, result: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train (or reuse) and score a (rung, seed); with an earlier ``result``, add only the
@@ -181,7 +172,7 @@ def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any
     cache = exp.cache if spec["cache"] == "real" else LatentCache(exp.base / "ladder" / "cache_mu0.h5")
     result = result or {"rung": rung, "seed": seed, "steps": steps, "what": spec["what"], "variant": spec["variant"],
                               "diffusion": spec["diffusion"], "spacing": spec["spacing"], "train_s": train_s,
-                              "commit": commit(), "versions": collect_versions(), "scores": {}}
+                              "versions": collect_versions(), "scores": {}}
     for name in samplers:
         if name in result["scores"]:
             continue
@@ -219,7 +210,8 @@ def summarise() -> str:
             cell(runs, s, k) for s, k in (("heun10", "fd"), ("heun10", "valid"), ("heun10", "tv_max"),
                                           ("anc1000", "fd"), ("anc1000", "valid"), ("heun100", "fd"),
                                           ("ddim50", "fd"), ("ddim50", "valid"))) + " |")
-    commits = sorted({r["commit"] for runs in rows.values() for r in runs})
+    commits = sorted({(r.get("versions", {}).get("git_commit") or "unknown")[:7]
+                      for runs in rows.values() for r in runs})
     lines += ["", f"Commits: {', '.join(commits)}."]
     return "\n".join(lines) + "\n"
 
