@@ -149,7 +149,7 @@ def oracle(exp: Experiment, t: float, n: int, seed: int = 0) -> torch.Tensor:
     sampler = SamplerSettings(variant="multibeta", steps=level_steps(10, t), eta=0.0, solver="heun",
                               spacing="uniform", seed=seed, batch_size=1000)
     z = sample_latents(model, model.sigma_table, sampler, device=exp.runtime, t_start=t, z_start=mu,
-                       add_start_noise=True, progress=False)
+                       start="forward", progress=False)
     return exp.decode(z)
 
 

@@ -62,7 +62,7 @@ from multibeta.workflow.config import resolve_config, section_defaults  # noqa: 
 logger = logging.getLogger("benchmarks.generation_ladder")
 OUT_DIR = REPO / "benchmarks" / "results" / "generation_ladder"
 
-#: rung -> (variant, cache: "real" | "mu0", diffusion overrides, sampler spacing, what it changes)
+#: rung -> (variant, cache: "real" | "mu0" | cache-section overrides, diffusion overrides, sampler spacing, what it changes)
 RUNGS: dict[str, dict[str, Any]] = {
     "L0": dict(variant="standard_ldm", cache="real", diffusion={}, spacing="uniform",
                what="plain latent DDPM (cosine schedule on normalised μ_0)"),
@@ -85,6 +85,13 @@ RUNGS: dict[str, dict[str, Any]] = {
     "L4_tin": dict(variant="multibeta", cache="real",
                    diffusion={"t_density": "cosine", "time_input": "logsnr"}, spacing="cosine",
                    what="L4 with the log-SNR time input"),
+    # the path's discretisation: the cache's level count and its Δ targets, each against L5
+    "L5_k33": dict(variant="multibeta", cache={"levels": 33}, diffusion={"t_density": "uniform"},
+                   spacing="uniform", what="L5 on a cache of 33 levels (17 by default)"),
+    "L5_k65": dict(variant="multibeta", cache={"levels": 65}, diffusion={"t_density": "uniform"},
+                   spacing="uniform", what="L5 on a cache of 65 levels"),
+    "L5_jvp": dict(variant="multibeta", cache={"delta": "jvp"}, diffusion={"t_density": "uniform"},
+                   spacing="uniform", what="L5 with Δ by JVP at each level, interpolated (17 levels)"),
 }
 #: rungs that reuse another rung's trained model (same training, other sampler grid)
 SAME_MODEL = {"L4_ugrid": "L4", "L4_lgrid": "L4"}
@@ -125,6 +132,29 @@ def mu0_cache(cache: LatentCache, path: Path) -> Path:
     return path
 
 
+def variant_cache(exp: Experiment, overrides: dict[str, Any], runtime: Any) -> Path:
+    """The experiment's VAE encoded into a cache with ``overrides`` of its ``cache`` section
+    (e.g. ``{"levels": 33}``), built once under ``results/<experiment>/ladder/``."""
+    from multibeta.cache.config import CacheConfig
+    from multibeta.cache.latent_cache import cache_latents
+
+    key = "_".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+    path = exp.base / "ladder" / f"cache_{key}.h5"
+    if not path.is_file():
+        cfg = CacheConfig.from_section(section_defaults("cache", {**exp.cfg["cache"], **overrides}))
+        cache_latents(exp.base / "vae" / "model.pt", exp.dataset, path, cfg=cfg, runtime=runtime)
+    return path
+
+
+def rung_cache(exp: Experiment, spec: dict[str, Any], runtime: Any) -> Path:
+    """The cache file a rung trains and samples on."""
+    if spec["cache"] == "real":
+        return exp.cache.path
+    if spec["cache"] == "mu0":
+        return mu0_cache(exp.cache, exp.base / "ladder" / "cache_mu0.h5")
+    return variant_cache(exp, spec["cache"], runtime)
+
+
 def run_name(rung: str, seed: int, steps: int | None) -> str:
     """``<rung>[_steps<N>]_s<seed>``: the file stem of a (rung, budget, seed)."""
     return f"{rung}{'' if steps is None else f'_steps{steps}'}_s{seed}"
@@ -137,7 +167,7 @@ def train_rung(exp: Experiment, rung: str, seed: int, runtime: Any, steps: int |
     model_path = out / "model.pt"
     if model_path.is_file():
         return model_path, float("nan")
-    cache_path = exp.cache.path if spec["cache"] == "real" else mu0_cache(exp.cache, exp.base / "ladder" / "cache_mu0.h5")
+    cache_path = rung_cache(exp, spec, runtime)
     overrides = {**exp.cfg["diffusion"], **spec["diffusion"], "seed": seed}
     if steps is not None:
         overrides["steps"] = steps
@@ -169,9 +199,9 @@ def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any
     model_path, train_s = train_rung(exp, rung, seed, runtime, steps)
     model, _ = load_denoiser(model_path, map_location=runtime.device)
     spec = RUNGS[rung]
-    cache = exp.cache if spec["cache"] == "real" else LatentCache(exp.base / "ladder" / "cache_mu0.h5")
+    cache = LatentCache(rung_cache(exp, spec, runtime))
     result = result or {"rung": rung, "seed": seed, "steps": steps, "what": spec["what"], "variant": spec["variant"],
-                              "diffusion": spec["diffusion"], "spacing": spec["spacing"], "train_s": train_s,
+                              "diffusion": spec["diffusion"], "cache": spec["cache"], "spacing": spec["spacing"], "train_s": train_s,
                               "versions": collect_versions(), "scores": {}}
     for name in samplers:
         if name in result["scores"]:

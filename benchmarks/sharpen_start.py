@@ -1,10 +1,11 @@
-"""Where should the sharpening chain start? Noise-free μ_{t_b} against a forward draw μ_{t_b} + σ_{t_b} ξ.
+"""Where should the sharpening chain start? Noise-free μ_{t_b}, a forward draw μ_{t_b} + σ_{t_b} ξ, or the inversion μ_{t_b} + σ_{t_b} ε*.
 
 Sharpening encodes a held-out image at level t_b, denoises from t_b to 0 and decodes. The
 denoiser was trained on z_t = μ_t(x) + σ_t ε, so the noise-free μ_{t_b} is a point it never saw
 at t_b (it lies at the centre of the training distribution, not on its shell); a forward draw
-is in distribution but adds noise that the chain must remove again. This script scores both
-starts, for one or more denoiser checkpoints and sampler settings, with the pipeline's
+is in distribution but adds noise that the chain must remove again; the inversion
+μ_{t_b} + σ_{t_b} ε*, ε* the fixed point of ε ↦ ε̂(μ_{t_b} + σ_{t_b} ε) after 1 or 3 iterations,
+is on the shell and keeps μ_{t_b} as the predicted mean. This script scores the starts, for one or more denoiser checkpoints and sampler settings, with the pipeline's
 sharpening scores (IoU of the binarised image to the input, valid fraction), over seeds of the
 forward draw, beside the plain decode D(μ_{t_b}, t_b).
 
@@ -43,6 +44,9 @@ from multibeta.workflow.config import resolve_config, section_defaults  # noqa: 
 
 logger = logging.getLogger("benchmarks.sharpen_start")
 OUT_DIR = REPO / "benchmarks" / "results" / "sharpen_start"
+#: column -> (sampling.sharpen.start, inversion_steps)
+STARTS = {"noise_free": ("noise_free", 0), "forward": ("forward", 0), "inversion1": ("inversion", 1),
+          "inversion3": ("inversion", 3)}
 
 
 def run(exp: Experiment, denoiser: Path, overrides: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
@@ -50,17 +54,18 @@ def run(exp: Experiment, denoiser: Path, overrides: dict[str, Any], seeds: list[
     model, _ = load_denoiser(denoiser, map_location=exp.runtime.device)
     images = None
     out: dict[str, Any] = {"denoiser": str(denoiser), "overrides": overrides, "starts": {}}
-    for start in ("noise_free", "forward"):
+    for key, (start, iterations) in STARTS.items():
         for seed in seeds if start == "forward" else seeds[:1]:
-            cfg = from_section(SharpenConfig, {**section, **overrides, "seed": seed}, "sampling.sharpen")
+            cfg = from_section(SharpenConfig, {**section, **overrides, "seed": seed, "start": start,
+                                               "inversion_steps": iterations}, "sampling.sharpen")
             if images is None:
                 images = spread_images(exp.dataset, cfg.split, cfg.n_metric_images)
             result = sharpen(exp.vae.encode, exp.vae.decode_image, model, model.sigma_table, images, cfg,
-                             levels=cfg.levels, add_noise=start == "forward", device=exp.runtime,
+                             levels=cfg.levels, start=cfg.start, inversion_steps=cfg.inversion_steps, device=exp.runtime,
                              progress=False)
             scores = score_sharpening(result, classifier=exp.classifier, device=exp.runtime.device)
-            out["starts"].setdefault(start, []).append(scores)
-            logger.info("%s seed %d: %s", start, seed, [(lv["t_b"], round(lv["decoded"]["iou_to_input"], 3),
+            out["starts"].setdefault(key, []).append(scores)
+            logger.info("%s seed %d: %s", key, seed, [(lv["t_b"], round(lv["decoded"]["iou_to_input"], 3),
                                                        round(lv["denoised"]["iou_to_input"], 3))
                                                       for lv in scores["levels"]])
     return out
@@ -70,16 +75,23 @@ def summarise() -> str:
     lines = ["# Sharpening: where the chain starts", "",
              "IoU to the input of the binarised image (mean over seeds of the forward draw ± sd); "
              "`decoded` is D(μ_{t_b}, t_b), the others D(z_0, 0) after denoising from t_b.", "",
-             "| label | settings | t_b | decoded | noise-free start | forward draw |", "|---|---|---|---|---|---|"]
+             "| label | settings | t_b | decoded | noise-free start | forward draw | inversion, 1 step | inversion, 3 steps |",
+             "|---|---|---|---|---|---|---|---|"]
     for path in sorted(OUT_DIR.glob("*.json")):
         r = json.loads(path.read_text())
-        nf, fw = r["starts"]["noise_free"], r["starts"]["forward"]
-        for k, level in enumerate(nf[0]["levels"]):
-            dec = level["decoded"]["iou_to_input"]
-            vals = [s["levels"][k]["denoised"]["iou_to_input"] for s in fw]
-            sd = f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""
-            lines.append(f"| {path.stem} | `{json.dumps(r['overrides'])}` | {level['t_b']:g} | {dec:.3f} | "
-                         f"{level['denoised']['iou_to_input']:.3f} | {np.mean(vals):.3f}{sd} |")
+        first = r["starts"]["noise_free"][0]
+        for k, level in enumerate(first["levels"]):
+            cells = []
+            for key in STARTS:
+                runs = r["starts"].get(key)
+                if not runs:
+                    cells.append("–")
+                    continue
+                vals = [run["levels"][k]["denoised"]["iou_to_input"] for run in runs]
+                sd = f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""
+                cells.append(f"{np.mean(vals):.3f}{sd}")
+            lines.append(f"| {path.stem} | `{json.dumps(r['overrides'])}` | {level['t_b']:g} | "
+                         f"{level['decoded']['iou_to_input']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -61,7 +61,7 @@ def sharpen_fake(images: torch.Tensor, cfg: SharpenConfig, levels: list[float]):
     """:func:`sharpen` of ``images`` with the fake VAE and denoiser."""
     vae = FakeVAE()
     return sharpen(vae.encode, vae.decode_image, fake_model, sigma, images, cfg, levels=levels,
-                   add_noise=cfg.add_noise, progress=False)
+                   start=cfg.start, inversion_steps=cfg.inversion_steps, progress=False)
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_sharpen_shapes_identity_level_and_grid(tmp_path: Path, images: torch.Te
 
 
 def test_sharpen_with_noise_depends_on_seed(images: torch.Tensor) -> None:
-    cfg = sharpen_config(add_noise=True, eta=1.0)
+    cfg = sharpen_config(start="forward", eta=1.0)
     one = sharpen_fake(images, cfg, [0.5])
     same = sharpen_fake(images, cfg, [0.5])
     other = sharpen_fake(images, replace(cfg, seed=1), [0.5])

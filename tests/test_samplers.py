@@ -28,6 +28,7 @@ from multibeta.sampling.samplers import (
     GaussianPrior,
     decode_latents,
     generalized_step,
+    invert_start,
     make_process,
     nfe_per_sample,
     run_sampler,
@@ -202,6 +203,47 @@ def test_noise_only_ignores_delta_and_solves_constant_mean_flow() -> None:
         oracle, sigma_fn, settings(variant="noise_only", steps=200, solver="heun"), z_start=z1
     )
     assert torch.allclose(z0.to(F64), exact, atol=1e-4)
+
+
+def test_inversion_start_is_the_gaussian_fixed_point() -> None:
+    """For Gaussian data N(c, s²) and the exact ε̂, the inversion of a mean g at level ς is
+    x* = c + (g − c)(s² + ς²)/s² (its predicted mean is g), reached at the rate ς²/(s² + ς²)."""
+    c, s2, sig = 0.2, 0.5**2, 0.8
+
+    def predict(x: torch.Tensor, t: float):
+        return (sig * (x.to(F64) - c) / (s2 + sig**2)).to(x.dtype), None
+
+    g = torch.randn(16, 3, generator=torch.Generator().manual_seed(5), dtype=F64)
+    exact = c + (g - c) * (s2 + sig**2) / s2
+    assert torch.equal(invert_start(predict, g, 0.5, sig, 0), g)
+    errors = [float((invert_start(predict, g, 0.5, sig, k) - exact).abs().max()) for k in (1, 2, 3)]
+    rate = sig**2 / (s2 + sig**2)
+    assert errors[1] / errors[0] == pytest.approx(rate, rel=1e-9)
+    assert errors[2] / errors[1] == pytest.approx(rate, rel=1e-9)
+    x = invert_start(predict, g, 0.5, sig, 200)
+    assert torch.allclose(x, exact, atol=1e-10)
+    eps, _ = predict(x, 0.5)
+    assert torch.allclose(x - sig * eps, g, atol=1e-10)  # the predicted clean part is g
+    with pytest.raises(ValueError, match="iterations"):
+        invert_start(predict, g, 0.5, sig, -1)
+
+
+def test_sample_latents_start_modes() -> None:
+    def oracle(z: torch.Tensor, t: torch.Tensor):
+        sig = sigma_fn(t.to(F64))[:, None]
+        return (sig * z.to(F64) / (0.25 + sig**2)).float(), torch.zeros_like(z)
+
+    z = torch.randn(6, 3, generator=torch.Generator().manual_seed(2))
+    run = {k: sample_latents(oracle, sigma_fn, settings(steps=20, seed=0), t_start=0.6, z_start=z,
+                             start=k, progress=False) for k in ("noise_free", "inversion")}
+    again = sample_latents(oracle, sigma_fn, settings(steps=20, seed=7), t_start=0.6, z_start=z,
+                           start="inversion", progress=False)
+    assert torch.equal(run["inversion"], again)  # deterministic: no noise drawn
+    assert not torch.allclose(run["inversion"], run["noise_free"])
+    # the inversion keeps more of the start's spread than the noise-free chain, which shrinks it
+    assert run["inversion"].norm() > run["noise_free"].norm()
+    with pytest.raises(ValueError, match="unknown start"):
+        sample_latents(oracle, sigma_fn, settings(steps=5), t_start=0.6, z_start=z, start="nope")
 
 
 # --------------------------------------------------------------------------- ancestral marginals

@@ -22,7 +22,7 @@ def main(smk) -> None:
     models = load_sampling_models(smk.input.vae, smk.input.diffusion, runtime.device)
     images = spread_images(smk.input.dataset, cfg.split, max(cfg.n_images, cfg.n_metric_images))
     result = sharpen(models.encoder, models.decoder, models.denoiser, models.sigma, images, cfg,
-                     levels=cfg.levels, add_noise=cfg.add_noise, device=runtime)
+                     levels=cfg.levels, start=cfg.start, inversion_steps=cfg.inversion_steps, device=runtime)
     n = len(images)
     save_sharpening_grid(result.select(spread_positions(n, cfg.n_images)), smk.output.grid)
     logger.info("sharpening grid written to %s", smk.output.grid)

@@ -60,7 +60,8 @@ class SharpenConfig(SamplerSettings):
     n_images: int
     n_metric_images: int
     split: Split
-    add_noise: bool
+    start: str
+    inversion_steps: int
 
 
 @dataclass(frozen=True, kw_only=True)

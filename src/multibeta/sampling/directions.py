@@ -399,7 +399,7 @@ def denoise_function(
     *,
     t_b: float,
     settings: SamplerSettings,
-    add_noise: bool = False,
+    start: str = "noise_free",
     device: torch.device | str | Runtime = "cpu",
 ) -> LatentMap:
     """``z [N, d] at level t_b -> z_0 [N, d]``: the sampler run from t_b to 0.
@@ -410,7 +410,7 @@ def denoise_function(
     """
 
     def denoise(z: torch.Tensor) -> torch.Tensor:
-        return denoise_to_zero(model, sigma, z, settings, t_b=t_b, add_noise=add_noise,
+        return denoise_to_zero(model, sigma, z, settings, t_b=t_b, start=start,  # type: ignore[arg-type]
                                device=device, progress=False)
 
     return denoise

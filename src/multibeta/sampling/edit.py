@@ -25,6 +25,7 @@ from multibeta.sampling.samplers import (
     Decoder,
     Denoiser,
     SigmaFn,
+    StartMode,
     as_runtime,
     decode_latents,
     eval_context,
@@ -79,14 +80,16 @@ def denoise_to_zero(
     settings: SamplerSettings,
     *,
     t_b: float,
-    add_noise: bool = False,
+    start: StartMode = "noise_free",
+    inversion_steps: int = 1,
     device: torch.device | str | Runtime = "cpu",
     progress: bool = True,
 ) -> torch.Tensor:
     """Run the sampler from level ``t_b`` to 0 on latents ``z`` ``[N, d]`` (real latent units).
 
     Takes ``level_steps(settings.steps, t_b)`` steps (the density of ``steps`` over [0, 1]);
-    t_b = 0 is the identity. ``add_noise`` starts from z + σ_{t_b} ξ instead of z. Returns
+    t_b = 0 is the identity. ``start`` says where the chain begins (``noise_free`` z,
+    ``forward`` z + σ_{t_b} ξ, ``inversion`` z + σ_{t_b} ε*: see ``samplers.START_MODES``). Returns
     ``[N, d]`` on the CPU. Shared by sharpening and traversals.
     """
     if settings.variant == "standard_ldm":
@@ -98,7 +101,7 @@ def denoise_to_zero(
         return z.detach().float().cpu()
     return sample_latents(
         model, sigma, replace(settings.sampler(), steps=level_steps(settings.steps, t_b)),
-        device=device, t_start=t_b, z_start=z, add_start_noise=add_noise, final_mean=False,
+        device=device, t_start=t_b, z_start=z, start=start, inversion_steps=inversion_steps, final_mean=False,
         progress=progress,
     )
 
@@ -140,7 +143,8 @@ def sharpen(
     settings: SamplerSettings,
     *,
     levels: Sequence[float],
-    add_noise: bool = False,
+    start: StartMode = "noise_free",
+    inversion_steps: int = 1,
     device: torch.device | str | Runtime = "cpu",
     progress: bool = True,
 ) -> SharpenResult:
@@ -155,7 +159,7 @@ def sharpen(
             level t_b takes ``level_steps(steps, t_b)``; ``batch_size`` also batches the
             encoder and decoder.
         levels: the levels t_b; t_b = 0 is the identity path D(E(x, 0), 0).
-        add_noise: start from μ_{t_b} + σ_{t_b} ξ instead of μ_{t_b}.
+        start, inversion_steps: where each chain begins (:func:`denoise_to_zero`).
     """
     batch_size = settings.batch_size
     blurry, sharp, latents = [], [], []
@@ -165,7 +169,7 @@ def sharpen(
             decode_latents(decoder, mu, t=t_b, batch_size=batch_size, device=device, progress=False)
         )
         z0 = denoise_to_zero(
-            model, sigma, mu, settings, t_b=t_b, add_noise=add_noise, device=device,
+            model, sigma, mu, settings, t_b=t_b, start=start, inversion_steps=inversion_steps, device=device,
             progress=progress,
         )
         latents.append(z0)

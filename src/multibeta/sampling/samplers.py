@@ -31,7 +31,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Literal, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -56,6 +56,11 @@ Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Predictor = Callable[[torch.Tensor, float], "tuple[torch.Tensor, torch.Tensor | None]"]
 """``predict(x [N, d], t) -> (eps_hat, delta_hat | None)`` in the sampler's coordinates."""
 StepCallback = Callable[[int, float, torch.Tensor], None]
+StartMode = Literal["noise_free", "forward", "inversion"]
+START_MODES: tuple[str, ...] = ("noise_free", "forward", "inversion")
+"""How a chain started from a given clean mean m at t_start begins (``sample_latents(z_start=...)``):
+``noise_free`` x = m; ``forward`` x = m + ς ξ (a draw of the forward process);
+``inversion`` x = m + ς ε*, ε* the fixed point of ε ↦ ε̂(m + ς ε) (:func:`invert_start`)."""
 """``callback(step_index, s, x_s)`` after each step (step_index counts from 1)."""
 
 NOISE_BLOCK = 256
@@ -178,6 +183,26 @@ def run_sampler(
         if callback is not None:
             callback(i + 1, s, x)
     return x
+
+
+def invert_start(
+    predict: Predictor, m: torch.Tensor, t: float, sigma_t: float, iterations: int
+) -> torch.Tensor:
+    """A state x_t whose predicted clean part is the given mean ``m`` ``[N, d]``.
+
+    The denoiser was trained on x_t = m_t + ς_t ε, never on the noise-free m_t itself. The
+    state x = m + ς_t ε* with ε* = ε̂(x, t) is the point whose prediction x − ς_t ε̂ is exactly
+    ``m``: it lies on the training distribution's shell and keeps m as its content. ε* is
+    found by the fixed-point iteration ε ← ε̂(m + ς_t ε, t) from ε = 0, ``iterations`` times
+    (0 returns ``m``). For Gaussian data m ~ N(0, s² I) and the exact ε̂ the map is a
+    contraction with factor ς²/(s² + ς²) towards x = m (s² + ς²)/s².
+    """
+    if iterations < 0:
+        raise ValueError(f"inversion iterations must be >= 0, got {iterations}")
+    eps = torch.zeros_like(m)
+    for _ in range(iterations):
+        eps, _ = predict(m + sigma_t * eps, t)
+    return m + sigma_t * eps
 
 
 def nfe_per_sample(steps: int, solver: Solver) -> int:
@@ -415,7 +440,8 @@ def sample_latents(
     device: torch.device | str | Runtime = "cpu",
     t_start: float = 1.0,
     z_start: torch.Tensor | None = None,
-    add_start_noise: bool = False,
+    start: StartMode = "noise_free",
+    inversion_steps: int = 1,
     final_mean: bool = False,
     prior: GaussianPrior | None = None,
     progress: bool = True,
@@ -425,8 +451,8 @@ def sample_latents(
     Without ``z_start`` the chain starts from the prior: z_1 ~ N(0, σ_1² I), or ``prior`` when
     given (e.g. :meth:`GaussianPrior.fit`; not for ``standard_ldm``, whose start
     N(0, (1 − ᾱ_1) I) in normalised units is exact). With ``z_start`` ``[n, d]`` (real latent
-    units, the clean mean at ``t_start``, e.g. μ_{t_b}(x) for sharpening) it starts there, plus
-    ς noise if ``add_start_noise``.
+    units, the clean mean at ``t_start``, e.g. μ_{t_b}(x) for sharpening) it starts as ``start``
+    says (:data:`START_MODES`; ``inversion`` takes ``inversion_steps`` extra network evaluations).
 
     Args:
         model: ``model(z [N, d], t [N]) -> (eps_hat, delta_hat | None)``.
@@ -462,6 +488,8 @@ def sample_latents(
             raise ValueError("sample_latents needs n and dim (or model.latent_dim) without z_start")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if start not in START_MODES:
+        raise ValueError(f"unknown start {start!r}; choose one of {', '.join(START_MODES)}")
     if prior is not None:
         if z_start is not None or t_start != 1.0:
             raise ValueError("a prior is the start at t = 1: do not combine it with z_start/t_start")
@@ -491,8 +519,10 @@ def sample_latents(
                 x = sigmas[0] * noise() if prior is None else prior.transform(noise())
             else:
                 x = process.from_latent(z_start[lo:hi].to(dev, torch.float32))
-                if add_start_noise and sigmas[0] > 0:
+                if start == "forward" and sigmas[0] > 0:
                     x = x + sigmas[0] * noise()
+                elif start == "inversion" and sigmas[0] > 0:
+                    x = invert_start(predict, x, times_l[0], sigmas[0], inversion_steps)
             x = run_sampler(
                 predict,
                 x,
