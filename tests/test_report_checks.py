@@ -54,3 +54,22 @@ def test_all_checks_met_and_each_can_fail() -> None:
     assert met == [False, True, False, False, False, False]
     # the primary basis decides which scores are read: none in PCA here, so no such check
     assert len(method_checks(DOC, primary_basis="pca")) == 5
+
+
+def test_sharpening_may_cost_a_little_only_where_the_decode_is_lossless() -> None:
+    doc = copy.deepcopy(DOC)
+    t0_iou = doc["levels"]["levels"][0]["recon_iou_to_input"]
+    levels = doc["sharpen"]["levels"]
+    levels[1]["decoded"]["iou_to_input"] = t0_iou - 0.005  # nothing lost at t_b = 0.5 yet
+    levels[1]["denoised"]["iou_to_input"] = t0_iou - 0.012  # 0.007 lower: allowed
+
+    def sharpen_check(d: dict) -> object:
+        return next(c for c in method_checks(d, primary_basis="ica") if c.what.startswith("sharpening"))
+
+    check = sharpen_check(doc)
+    assert check.met and "(lossless)" in check.value
+    levels[1]["denoised"]["iou_to_input"] = t0_iou - 0.02  # 0.015 lower: too much
+    assert not sharpen_check(doc).met
+    levels[1]["decoded"]["iou_to_input"] = t0_iou - 0.05  # information lost: must gain
+    levels[1]["denoised"]["iou_to_input"] = t0_iou - 0.051
+    assert not sharpen_check(doc).met
