@@ -208,15 +208,29 @@ class MultiBeta:
                               t=_level(t, "t"), batch_size=self.settings.batch_size,
                               device=self.runtime, progress=self.progress)
 
-    def denoise(self, z: torch.Tensor, t_b: float, settings: SamplerSettings | None = None) -> torch.Tensor:
-        """Latents ``[N, d]`` at level ``t_b`` denoised to t = 0 (``[N, d]``)."""
+    def denoise(self, z: torch.Tensor, t_b: float, settings: SamplerSettings | None = None, *,
+                start: str = "noise_free", inversion_steps: int = 1) -> torch.Tensor:
+        """Latents ``[N, d]`` at level ``t_b`` denoised to t = 0 (``[N, d]``); ``start`` as
+        ``sampling.sharpen.start`` (noise_free, forward or inversion)."""
         return denoise_to_zero(self.denoiser, self.sigma, torch.as_tensor(z, dtype=torch.float32),
-                               self._own(settings or self.edit_settings), t_b=_level(t_b, "t_b"), device=self.runtime,
-                               progress=self.progress)
+                               self._own(settings or self.edit_settings), t_b=_level(t_b, "t_b"),
+                               start=start, inversion_steps=inversion_steps,  # type: ignore[arg-type]
+                               device=self.runtime, progress=self.progress)
+
+    def sharpen_start(self) -> tuple[str, int]:
+        """Where the experiment's sharpening chains start: (``sampling.sharpen.start``,
+        ``inversion_steps``); configs written before the option had the noise-free start (or
+        ``add_noise: true``, a forward draw)."""
+        section = self.bundle.config.get("sampling", {}).get("sharpen", {})
+        default = "forward" if section.get("add_noise") else "noise_free"
+        return str(section.get("start", default)), int(section.get("inversion_steps", 1))
 
     def sharpen(self, images: ImagesLike, t_b: float, settings: SamplerSettings | None = None) -> torch.Tensor:
-        """Encode at ``t_b`` (blurred, high β), denoise to t = 0, decode: ``[N, C, 64, 64]``."""
-        return self.decode(self.denoise(self.encode(images, t_b), t_b, settings), 0.0)
+        """Encode at ``t_b`` (blurred, high β), denoise to t = 0 from the experiment's sharpening
+        start (:meth:`sharpen_start`), decode: ``[N, C, 64, 64]``."""
+        start, steps = self.sharpen_start()
+        return self.decode(self.denoise(self.encode(images, t_b), t_b, settings, start=start,
+                                        inversion_steps=steps), 0.0)
 
     def sample(self, n: int, settings: SamplerSettings | None = None, *, prior: str | None = None,
                final_mean: bool | None = None) -> torch.Tensor:
@@ -259,7 +273,8 @@ class MultiBeta:
             raise ValueError(f"interpolate takes one image at each end, got {len(za)} and {len(zb)}")
         alphas = torch.linspace(0.0, 1.0, n)
         path = torch.cat([slerp(za, zb, float(w)) for w in alphas])
-        return self.decode(self.denoise(path, t_b, settings), 0.0)
+        start, steps = self.sharpen_start()  # the end points are the images' sharpenings
+        return self.decode(self.denoise(path, t_b, settings, start=start, inversion_steps=steps), 0.0)
 
     def edit(self, images: ImagesLike, direction: torch.Tensor, amount: float, t_b: float,
              settings: SamplerSettings | None = None) -> torch.Tensor:
