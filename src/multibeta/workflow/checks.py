@@ -19,6 +19,8 @@ from multibeta.workflow.config import ConfigError
 
 #: Images of the full procedural dSprites grid.
 DSPRITES_IMAGES = 737_280
+#: Images of the published benchmark files (multibeta.data.shapes3d / mpi3d NUM_IMAGES).
+PUBLISHED_IMAGES = {"shapes3d": 480_000, "mpi3d": 1_036_800}
 
 
 def _fail(key: str, value: Any, allowed: str, fix: str) -> None:
@@ -55,6 +57,13 @@ def _data(cfg: dict[str, Any]) -> None:
     if data["name"] == "dsprites" and data["size"] is not None and data["size"] > DSPRITES_IMAGES:
         _fail("data.size", data["size"], f"dSprites has {DSPRITES_IMAGES:,} images",
               "Use a smaller size, or null for all of them.")
+    for name, total in PUBLISHED_IMAGES.items():
+        if data["name"] == name and data["size"] is not None and data["size"] > total:
+            _fail("data.size", data["size"], f"the published {name} file has {total:,} images",
+                  "Use a smaller size, or null for all of them.")
+    if data["name"] == "dsprites" and data["image_size"] != 64:
+        _fail("data.image_size", data["image_size"], "dSprites exists only at 64x64",
+              "Set data.image_size to 64 (or leave it out) for dSprites.")
     if data["val_fraction"] + data["test_fraction"] >= 1.0:
         _fail("data.test_fraction", data["test_fraction"],
               f"data.val_fraction + data.test_fraction must stay below 1 (val is {data['val_fraction']})",
@@ -94,10 +103,14 @@ def _metrics(cfg: dict[str, Any]) -> None:
         _fail("metrics.primary_basis", metrics["primary_basis"],
               f"must be one of metrics.rotations {metrics['rotations']}",
               "Add it to metrics.rotations or choose one of them.")
-    if cfg["data"]["name"] != "dsprites" and "factor_classifier" in metrics["generation"]["feature_spaces"]:
+    data = cfg["data"]
+    no_factors = data["name"] == "celeba" or (data["name"] == "folder" and not data["folder"]["labels"])
+    if no_factors and "factor_classifier" in metrics["generation"]["feature_spaces"]:
+        what = "CelebA" if data["name"] == "celeba" else "an image folder without a labels CSV (data.folder.labels)"
         _fail("metrics.generation.feature_spaces", metrics["generation"]["feature_spaces"],
-              f"factor_classifier needs data with ground-truth factors (dSprites), not {cfg['data']['name']}",
-              "Use [inception] for CelebA.")
+              f"factor_classifier needs data with ground-truth factors (dSprites, Shapes3D, MPI3D, or an "
+              f"image folder whose CSV has factor columns), not {what}",
+              f"Use [inception] for {what}.")
 
 
 CHECKS: tuple[Callable[[dict[str, Any]], None], ...] = (_vae, _data, _sampling, _levels, _metrics)
