@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from multibeta.core.image_size import IMAGE_SIZE, IMAGE_SIZES
 from multibeta.data.hdf5 import (
     STRING_DTYPE, H5Dataset, H5File, H5FileKind, PerProcessFile, create_h5, open_h5, read_dataset,
 )
@@ -38,9 +39,8 @@ from multibeta.utils.io import canonical_json
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SIZE = 64  # the default data.image_size, and the size chunk sizes are scaled from
-#: Image sides a dataset file may hold (``data.image_size``).
-IMAGE_SIZES: tuple[int, ...] = (32, 64, 128, 256)
+# IMAGE_SIZE: the default data.image_size, the side chunk sizes are scaled from; IMAGE_SIZES:
+# the sides a dataset file may hold.
 CHUNK_ROWS = 256  # rows per chunk at 64x64; scaled by pixel count at other sizes (chunk_rows)
 COMPRESSION = "gzip"
 # Measured on dSprites: level 4 is ~30% smaller than level 1 at the same read speed; the

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from multibeta.core.config import from_section
+from multibeta.core.image_size import check_levels, patch_gan_fits
 from multibeta.sampling.config import SamplingConfig
 from multibeta.workflow.config import ConfigError
 
@@ -41,6 +42,18 @@ def _vae(cfg: dict[str, Any]) -> None:
     if vae["sigma_schedule"] == "learned" and not vae["sigma_min"] < vae["sigma_max"]:
         _fail("vae.sigma_max", vae["sigma_max"], f"must be larger than vae.sigma_min ({vae['sigma_min']})",
               "Raise vae.sigma_max (below 1) or lower vae.sigma_min.")
+    size = cfg["data"]["image_size"]
+    channels = vae["arch"]["channels"]
+    if channels is not None:
+        try:
+            check_levels(tuple(channels), size)
+        except ValueError as exc:
+            raise ConfigError(f"invalid config at 'vae.arch.channels': {channels!r} — {exc}") from None
+    gan = vae["gan"]
+    if vae["reconstruction"] == "l1_lpips" and gan["weight"] > 0 and not patch_gan_fits(size, gan["disc_layers"]):
+        _fail("vae.gan.disc_layers", gan["disc_layers"],
+              f"{size}x{size} images (data.image_size) leave no patches after {gan['disc_layers']} strided layers "
+              "(data.image_size / 2^disc_layers must be at least 4)", "Use fewer discriminator layers.")
 
 
 def _training_images(cfg: dict[str, Any]) -> int | None:
