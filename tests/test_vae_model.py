@@ -39,7 +39,11 @@ def tiny_cfg(**over) -> VAEConfig:
 def test_schema_defaults_build_config() -> None:
     cfg = VAEConfig.from_section(section_defaults("vae"))
     assert cfg.fixed_beta is None and cfg.beta_min < cfg.beta_max
-    assert cfg.arch.channels and cfg.to_dict()["arch"]["channels"] == list(cfg.arch.channels)
+    # the section leaves the widths to the image size; at 64 they are the classic stack
+    assert cfg.arch.channels is None and cfg.to_dict()["arch"]["channels"] is None
+    assert cfg.vae_arch(1).channels == (32, 32, 64, 64) and cfg.vae_arch(1).image_size == 64
+    explicit = VAEConfig.from_section(section_defaults("vae", {"arch": {"channels": [8, 16]}}))
+    assert explicit.arch.channels == (8, 16) and explicit.to_dict()["arch"]["channels"] == [8, 16]
 
 
 @pytest.mark.parametrize(("bad", "key"), [

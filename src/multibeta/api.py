@@ -3,15 +3,16 @@
     from multibeta.api import MultiBeta
 
     mb = MultiBeta.load("results/default/bundle")      # checks every file's SHA-256 first
-    x = mb.load_images(["a.png", "b.png"])               # [2, C, 64, 64] in [0, 1]
+    x = mb.load_images(["a.png", "b.png"])               # [2, C, S, S] in [0, 1]
     z = mb.encode(x, t=0.75)                             # [2, d] encoder means at level 0.75
     sharp = mb.sharpen(x, t_b=0.75)                      # blurred at 0.75, denoised to t = 0
-    samples = mb.sample(16)                              # [16, C, 64, 64]
-    path = mb.interpolate(x[0], x[1], t_b=0.75, n=8)     # [8, C, 64, 64]
+    samples = mb.sample(16)                              # [16, C, S, S]
+    path = mb.interpolate(x[0], x[1], t_b=0.75, n=8)     # [8, C, S, S]
     mb.save_grid(samples, "samples.png", n_cols=8)
 
-Images are float tensors ``[N, C, 64, 64]`` in [0, 1] (uint8 tensors and image files are
-converted); latents are ``[N, d]`` in the VAE's real units. Every method runs on the device and
+Images are float tensors ``[N, C, S, S]`` in [0, 1], S the VAE's image size
+(:attr:`MultiBeta.image_size`, recorded in its checkpoint: 64 unless the experiment set
+``data.image_size``); uint8 tensors and image files (resized to S) are converted; latents are ``[N, d]`` in the VAE's real units. Every method runs on the device and
 precision chosen at load time (``auto``: CUDA when available), exactly as the pipeline's rules
 do, so on the CPU a bundle reproduces the pipeline's samples bit for bit.
 """
@@ -36,7 +37,6 @@ from multibeta.sampling.samplers import decode_latents, sample_latents
 from multibeta.sampling.settings import SamplerSettings
 from multibeta.utils.device import Runtime, select_runtime
 
-IMAGE_SIZE = 64
 ImagesLike = torch.Tensor | np.ndarray | Sequence[str | os.PathLike]
 
 
@@ -149,11 +149,16 @@ class MultiBeta:
     def image_channels(self) -> int:
         return int(self.vae.image_channels)
 
-    def load_images(self, images: ImagesLike) -> torch.Tensor:
-        """Images as float32 ``[N, C, 64, 64]`` in [0, 1].
+    @property
+    def image_size(self) -> int:
+        """Side S of the images the VAE encodes and decodes (its checkpoint's ``arch.image_size``)."""
+        return int(self.vae.image_size)
 
-        Accepts a float tensor/array in [0, 1], a uint8 one in [0, 255] (either ``[N, C, H, W]``
-        or one image ``[C, H, W]``), or a list of image files (resized to 64×64, converted to
+    def load_images(self, images: ImagesLike) -> torch.Tensor:
+        """Images as float32 ``[N, C, S, S]`` in [0, 1] (S = :attr:`image_size`).
+
+        Accepts a float tensor/array in [0, 1], a uint8 one in [0, 255] (either ``[N, C, S, S]``
+        or one image ``[C, S, S]``), or a list of image files (resized to S×S, converted to
         the model's channels).
 
         Raises:
@@ -164,9 +169,10 @@ class MultiBeta:
         x = torch.as_tensor(np.asarray(images) if isinstance(images, np.ndarray) else images)
         if x.ndim == 3:
             x = x.unsqueeze(0)
-        if x.ndim != 4 or x.shape[1] != self.image_channels or tuple(x.shape[2:]) != (IMAGE_SIZE, IMAGE_SIZE):
-            raise ValueError(f"images must be [N, {self.image_channels}, {IMAGE_SIZE}, {IMAGE_SIZE}], "
-                             f"got shape {tuple(x.shape)}")
+        size = self.image_size
+        if x.ndim != 4 or x.shape[1] != self.image_channels or tuple(x.shape[2:]) != (size, size):
+            raise ValueError(f"images must be [N, {self.image_channels}, {size}, {size}] (the model's "
+                             f"image size), got shape {tuple(x.shape)}")
         if x.dtype == torch.uint8:
             return x.float() / 255.0
         x = x.float()
@@ -180,12 +186,13 @@ class MultiBeta:
         try:
             with Image.open(path) as img:
                 img = img.convert("L" if self.image_channels == 1 else "RGB")
-                if img.size != (IMAGE_SIZE, IMAGE_SIZE):
-                    img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+                size = self.image_size
+                if img.size != (size, size):
+                    img = img.resize((size, size), Image.Resampling.BILINEAR)
                 arr = np.asarray(img, dtype=np.float32) / 255.0
         except (OSError, UnidentifiedImageError) as exc:
             raise ValueError(f"cannot read image {path}: {exc}") from exc
-        return torch.from_numpy(arr.reshape(IMAGE_SIZE, IMAGE_SIZE, -1).transpose(2, 0, 1).copy())
+        return torch.from_numpy(arr.reshape(size, size, -1).transpose(2, 0, 1).copy())
 
     @staticmethod
     def save_grid(images: torch.Tensor, path: str | os.PathLike, *, n_cols: int = 8,
@@ -203,7 +210,7 @@ class MultiBeta:
                              device=self.runtime)
 
     def decode(self, z: torch.Tensor, t: float) -> torch.Tensor:
-        """Images ``[N, C, 64, 64]`` in [0, 1] decoded from latents ``[N, d]`` at level ``t``."""
+        """Images ``[N, C, S, S]`` in [0, 1] decoded from latents ``[N, d]`` at level ``t``."""
         return decode_latents(self.vae.decode_image, torch.as_tensor(z, dtype=torch.float32),
                               t=_level(t, "t"), batch_size=self.settings.batch_size,
                               device=self.runtime, progress=self.progress)
@@ -227,14 +234,14 @@ class MultiBeta:
 
     def sharpen(self, images: ImagesLike, t_b: float, settings: SamplerSettings | None = None) -> torch.Tensor:
         """Encode at ``t_b`` (blurred, high β), denoise to t = 0 from the experiment's sharpening
-        start (:meth:`sharpen_start`), decode: ``[N, C, 64, 64]``."""
+        start (:meth:`sharpen_start`), decode: ``[N, C, S, S]``."""
         start, steps = self.sharpen_start()
         return self.decode(self.denoise(self.encode(images, t_b), t_b, settings, start=start,
                                         inversion_steps=steps), 0.0)
 
     def sample(self, n: int, settings: SamplerSettings | None = None, *, prior: str | None = None,
                final_mean: bool | None = None) -> torch.Tensor:
-        """``n`` new images ``[n, C, 64, 64]``: the reverse process from t = 1, decoded at t = 0.
+        """``n`` new images ``[n, C, S, S]``: the reverse process from t = 1, decoded at t = 0.
 
         Args:
             n: how many.
@@ -265,7 +272,7 @@ class MultiBeta:
     def interpolate(self, a: ImagesLike, b: ImagesLike, t_b: float, n: int,
                     settings: SamplerSettings | None = None) -> torch.Tensor:
         """``n`` images from ``a`` to ``b``: spherical interpolation of their latents at ``t_b``,
-        each point denoised to t = 0 and decoded. ``[n, C, 64, 64]``."""
+        each point denoised to t = 0 and decoded. ``[n, C, S, S]``."""
         if n < 2:
             raise ValueError(f"n must be at least 2 (the two ends), got {n}")
         za, zb = self.encode(a, t_b), self.encode(b, t_b)
@@ -279,7 +286,7 @@ class MultiBeta:
     def edit(self, images: ImagesLike, direction: torch.Tensor, amount: float, t_b: float,
              settings: SamplerSettings | None = None) -> torch.Tensor:
         """Move each image's latent at ``t_b`` by ``amount × direction`` (``[d]``, real latent
-        units), denoise to t = 0 and decode: ``[N, C, 64, 64]``."""
+        units), denoise to t = 0 and decode: ``[N, C, S, S]``."""
         direction = torch.as_tensor(direction, dtype=torch.float32).reshape(-1)
         z = self.encode(images, t_b)
         if direction.shape != (z.shape[1],):

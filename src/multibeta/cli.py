@@ -74,7 +74,7 @@ def _png(text: str) -> Path:
 def _out(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--out", type=_png, default=Path(default), help=f"PNG grid to write (default {default})")
     parser.add_argument("--tensor", type=Path, default=None,
-                        help="also save the images as a torch tensor file ([N, C, 64, 64] in [0, 1])")
+                        help="also save the images as a torch tensor file ([N, C, S, S] in [0, 1])")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sharpen", help="encode images at t_b (blurred), denoise to t = 0, decode")
     _common(p), _sampler(p), _out(p, "sharpened.png")
-    p.add_argument("images", nargs="+", type=Path, help="image files (any size; resized to 64x64)")
+    p.add_argument("images", nargs="+", type=Path, help="image files (any size; resized to the model's image size)")
     p.add_argument("--t-b", type=float, default=0.75, help="level to start from (default 0.75)")
 
     p = sub.add_parser("interpolate", help="a path between two images through the t_b latent space")

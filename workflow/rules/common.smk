@@ -25,7 +25,7 @@ envvars:
 from multibeta.bundle.layout import VAE_FILE as BUNDLE_VAE, denoiser_file as bundle_denoiser
 from multibeta.sampling.config import DIRECTION_FAMILIES
 from multibeta.workflow.config import ConfigError
-from multibeta.workflow.experiments import canonical, classifier_id, dataset_id, expand_experiments
+from multibeta.workflow.experiments import canonical, classifier_id, data_identity, dataset_id, expand_experiments
 
 try:
     EXPERIMENTS = expand_experiments(config)
@@ -35,7 +35,8 @@ except ConfigError as exc:
 _BASE = next(iter(EXPERIMENTS.values()))
 RESULTS = _BASE["results_dir"]
 COMPUTE = _BASE["compute"]
-DATASETS = {dataset_id(c["data"]): c["data"] for c in EXPERIMENTS.values()}
+# dataset id -> what rule prepare_data receives (keys added later left out at their defaults)
+DATASETS = {dataset_id(c["data"]): data_identity(c["data"]) for c in EXPERIMENTS.values()}
 VARIANTS = ("multibeta", "noise_only", "standard_ldm")
 ENV = "../../envs/multibeta.yaml"
 
@@ -166,8 +167,29 @@ def variants_of(exp):
     return [v for v in VARIANTS if v in used]
 
 
+_HAS_FACTORS = {}
+
+
 def has_factors(exp):
-    return EXPERIMENTS[exp]["data"]["name"] == "dsprites"
+    """Whether the experiment's data has ground-truth factors: the factor classifier, edit
+    directions and per-factor metrics run (dSprites, Shapes3D, MPI3D; an image folder whose CSV
+    has factor columns, read once here)."""
+    from multibeta.data.prepare import has_factors as data_has_factors
+
+    data = EXPERIMENTS[exp]["data"]
+    key = dataset_id(data)
+    if key not in _HAS_FACTORS:
+        _HAS_FACTORS[key] = data_has_factors(data)
+    return _HAS_FACTORS[key]
+
+
+for _exp, _cfg in EXPERIMENTS.items():
+    if "factor_classifier" in _cfg["metrics"]["generation"]["feature_spaces"] and not has_factors(_exp):
+        raise WorkflowError(
+            f"invalid config at 'metrics.generation.feature_spaces' (experiment {_exp}): factor_classifier "
+            f"needs ground-truth factors, and the labels CSV of data.folder ({_cfg['data']['folder']['labels']}) "
+            "has no factor column (an integer column that is not 0/1). Use [inception], or add factor columns."
+        )
 
 
 def baseline_betas(exp):
@@ -252,7 +274,7 @@ def run_model(wildcards):
 CLASSIFIERS = {
     (dataset_id(c["data"]), classifier_id(c).removeprefix("factor_classifier-")):
         {"seed": c["metrics"]["seed"], "factor_classifier": c["metrics"]["factor_classifier"]}
-    for c in EXPERIMENTS.values() if c["data"]["name"] == "dsprites"
+    for e, c in EXPERIMENTS.items() if has_factors(e)
 }
 
 
@@ -267,7 +289,7 @@ def classifier_model(wildcards):
 
 
 def classifier_inputs(wildcards):
-    """``{"classifier": model.pt}`` for data with factors (dSprites), else nothing."""
+    """``{"classifier": model.pt}`` for data with factors (:func:`has_factors`), else nothing."""
     return {"classifier": classifier_model(wildcards)} if has_factors(wildcards.exp) else {}
 
 

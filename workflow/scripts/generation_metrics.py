@@ -1,13 +1,14 @@
 """Rule generation_metrics: FID/KID of one sampling run in each configured feature space; on
-dSprites also render consistency (valid shapes) and factor coverage of the samples."""
+dSprites also render consistency (valid shapes) and factor coverage of the samples (other data
+with factors record why these do not apply, under ``not_applicable``)."""
 
 import json
 import logging
 
-from multibeta.data.h5io import ImageDataset
+from multibeta.data.h5io import ImageDataset, read_metadata
 from multibeta.metrics.config import MetricsConfig
 from multibeta.metrics.factor_classifier import load_factor_classifier
-from multibeta.metrics.render_consistency import score_images
+from multibeta.metrics.render_consistency import not_applicable, score_images
 from multibeta.workflow.config import section_defaults
 from multibeta.metrics.fidelity import compute_fidelity, feature_space
 from multibeta.sampling.store import read_samples
@@ -31,11 +32,15 @@ def main(smk) -> None:
             reference_cache=smk.input[f"reference_{name}"],
         )
     if smk.input.get("classifier"):
-        # dSprites: are the samples valid shapes, and do they cover the factor distribution?
-        classifier, _ = load_factor_classifier(smk.input.classifier, runtime.device)
-        train = ImageDataset(smk.input.dataset, split="train", max_memory_bytes=0)
-        result["render"] = score_images(classifier, images, device=runtime.device,
-                                        reference_classes=train.factor_classes(), seed=cfg.seed)
+        reason = not_applicable(read_metadata(smk.input.dataset))
+        if reason:  # Shapes3D, MPI3D, an image folder: no renderer to redraw their factors
+            logger.info("%s; not computed", reason)
+            result["not_applicable"] = {"render": reason}
+        else:  # dSprites: are the samples valid shapes, and do they cover the factor distribution?
+            classifier, _ = load_factor_classifier(smk.input.classifier, runtime.device)
+            train = ImageDataset(smk.input.dataset, split="train", max_memory_bytes=0)
+            result["render"] = score_images(classifier, images, device=runtime.device,
+                                            reference_classes=train.factor_classes(), seed=cfg.seed)
     logger.info("generation metrics: %s", result)
     write_json(result, smk.output.metrics)
 

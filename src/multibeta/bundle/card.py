@@ -51,6 +51,7 @@ def model_card(
     where = f"CUDA {trained['cuda']}" if trained.get("cuda") else "the CPU"
     data, vae, diff = config.get("data", {}), config.get("vae", {}), config.get("diffusion", {})
     dataset = data.get("name", "?")
+    side = data.get("image_size", 64)
     lines = [
         f"# Model card: multibeta experiment `{experiment}`",
         "",
@@ -59,7 +60,7 @@ def model_card(
         "blurred (t = 1), and latent denoisers that map a latent at level t back to t = 0.",
         "",
         "## Data",
-        f"- dataset: {dataset}, {data.get('size') or 'all'} images of 64×64, seed {data.get('seed')}"
+        f"- dataset: {dataset}, {data.get('size') or 'all'} images of {side}×{side}, seed {data.get('seed')}"
         f" (validation fraction {data.get('val_fraction')}).",
         "",
         "## Training budget",
@@ -83,7 +84,7 @@ def model_card(
         "- Reproducing and extending the pipeline's numbers; comparing samplers and directions.",
         "",
         "## Limits",
-        f"- Trained only on {dataset} at 64×64; images of other kinds are encoded, but their",
+        f"- Trained only on {dataset} at {side}×{side}; images of other kinds are encoded, but their",
         "  latents lie outside what the models saw and decodings are meaningless.",
         "- The numbers above are the experiment's own, at its budget; the repository's",
         "  docs/RESULTS.md says which targets the default budgets meet and which they miss.",
@@ -93,7 +94,7 @@ def model_card(
         "```python",
         "from multibeta.api import MultiBeta",
         "mb = MultiBeta.load('path/to/bundle')   # checks every file's SHA-256 first",
-        "images = mb.sample(16)                  # [16, C, 64, 64] in [0, 1]",
+        f"images = mb.sample(16)                  # [16, C, {side}, {side}] in [0, 1]",
         "```",
     ]
     return "\n".join(lines) + "\n"

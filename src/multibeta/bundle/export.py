@@ -252,6 +252,7 @@ def write_bundle(
             "variants": sorted(denoiser_states),
             "latent_dim": int(latent_dim),
             "image_channels": int(vae_state["arch"]["image_channels"]),
+            "image_size": int(vae_state["arch"].get("image_size", 64)),
             "versions": versions,
             **(extra or {}),
             "files": file_entries(tmp),

@@ -160,8 +160,8 @@ class Bundle:
             model, state = load_vae(self.vae_path, map_location=device)
         except CheckpointError as exc:
             raise self._refuse(VAE_FILE, str(exc)) from exc
-        arch = state["arch"]
-        for key in ("latent_dim", "image_channels"):
+        arch = {"image_size": 64, **state["arch"]}  # a VAE without image_size is a 64x64 one
+        for key in ("latent_dim", "image_channels", "image_size"):
             if key in self.manifest and arch.get(key) != self.manifest[key]:
                 raise self._refuse(VAE_FILE, f"its {key} is {arch.get(key)}, the manifest says {self.manifest[key]}")
         return model.requires_grad_(False)

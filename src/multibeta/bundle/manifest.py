@@ -100,7 +100,7 @@ def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
                 and _SHA256.fullmatch(entry["sha256"]) and type(entry.get("bytes")) is int
                 and entry["bytes"] >= 0):
             bad.append(f"{rel}: its entry is not {{\"sha256\": 64 hex digits, \"bytes\": a size}}")
-    for key in ("latent_dim", "image_channels"):
+    for key in ("latent_dim", "image_channels", "image_size"):
         if key in manifest and not (type(manifest[key]) is int and manifest[key] > 0):
             bad.append(f"'{key}' {manifest[key]!r} is not a positive integer")
     variants = manifest.get("variants", [])

@@ -1,4 +1,5 @@
-"""CelebA: the user's copy of the aligned CelebA release, cropped and resized to 64x64.
+"""CelebA: the user's copy of the aligned CelebA release, cropped and resized to 64x64
+(or ``data.image_size``).
 
 Input: the official release (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html) as users
 have it, under ``data.celeba.root``:
@@ -16,7 +17,7 @@ missing files into ``root/celeba/``; otherwise a missing file stops the run with
 listing exactly what to place where.
 
 Output (:func:`prepare_celeba`): the image dataset HDF5 of ``multibeta.data.h5io``: images
-uint8 [N, 3, 64, 64], the 40 attributes mapped from {-1, 1} to {0, 1} with their names, the
+uint8 [N, 3, S, S] (S = ``data.image_size``, 64 by default; the crops below scale with S), the 40 attributes mapped from {-1, 1} to {0, 1} with their names, the
 official partition as ``split`` and the source file names. Rows keep the release's file
 order.
 
@@ -69,10 +70,12 @@ import numpy as np
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
+from multibeta.data.imaging import RESIZE_FILTERS as IMAGING_FILTERS
+
 logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "celeba-release-1"
-IMAGE_SIZE = 64
+IMAGE_SIZE = 64  # the default data.image_size (the crops' reference size)
 NUM_IMAGES = 202_599  # images in the full release
 SOURCE_SIZE = (178, 218)  # (width, height) of the aligned images
 
@@ -128,6 +131,7 @@ class CelebAConfig:
     subset: Literal["random", "first"]
     size: int | None
     seed: int
+    image_size: int = IMAGE_SIZE
 
     @classmethod
     def from_section(cls, data: dict[str, Any]) -> CelebAConfig:
@@ -137,6 +141,7 @@ class CelebAConfig:
             root=Path(c["root"]), download=c["download"], image_source=c["image_source"],
             crop=c["crop"], resize_filter=c["resize_filter"], on_corrupt=c["on_corrupt"],
             splits=tuple(c["splits"]), subset=c["subset"], size=data["size"], seed=data["seed"],
+            image_size=int(data.get("image_size", IMAGE_SIZE)),
         )
 
 
@@ -424,53 +429,53 @@ def _center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def _to_64(img: Image.Image, resample: int) -> Image.Image:
-    return img.resize((IMAGE_SIZE, IMAGE_SIZE), resample)
+def _to_size(img: Image.Image, resample: int, size: int) -> Image.Image:
+    return img.resize((size, size), resample)
 
 
-def _crop_d2c(img: Image.Image, resample: int) -> Image.Image:
+def _crop_d2c(img: Image.Image, resample: int, size: int) -> Image.Image:
     cx, cy, half = 89, 121, 64
     w, h = img.size
     if w < cx + half or h < cy + half:
         raise ValueError(f"image of {w}x{h} does not hold the d2c box (needs the aligned 178x218 images)")
-    return _to_64(img.crop((cx - half, cy - half, cx + half, cy + half)), resample)
+    return _to_size(img.crop((cx - half, cy - half, cx + half, cy + half)), resample, size)
 
 
-def _crop_pad(img: Image.Image, resample: int) -> Image.Image:
+def _crop_pad(img: Image.Image, resample: int, size: int) -> Image.Image:
     w, h = img.size
     side = max(w, h)
     canvas = Image.new("RGB", (side, side))
     canvas.paste(img, ((side - w) // 2, (side - h) // 2))
-    return _to_64(canvas, resample)
+    return _to_size(canvas, resample, size)
 
 
-CROPS: dict[str, Callable[[Image.Image, int], Image.Image]] = {
-    "infodiffusion": lambda img, r: _center_crop(_resize_short_side(img, 64, r), 64),
+#: Crop presets ``(image, PIL filter, output side S) -> S x S image``; at S = 64 each is its
+#: reference pipeline's transform; at other sizes the geometry scales with S (the resize of
+#: infodiffusion and nashae targets S and 1.5 S, the fixed boxes are resized to S).
+CROPS: dict[str, Callable[[Image.Image, int, int], Image.Image]] = {
+    "infodiffusion": lambda img, r, s: _center_crop(_resize_short_side(img, s, r), s),
     "d2c": _crop_d2c,
-    "nashae": lambda img, r: _center_crop(_resize_short_side(img, 96, r), 64),
-    "center148": lambda img, r: _to_64(_center_crop(img, 148), r),
-    "center140": lambda img, r: _to_64(_center_crop(img, 140), r),
-    "center108": lambda img, r: _to_64(_center_crop(img, 108), r),
-    "squash": _to_64,
+    "nashae": lambda img, r, s: _center_crop(_resize_short_side(img, s * 3 // 2, r), s),
+    "center148": lambda img, r, s: _to_size(_center_crop(img, 148), r, s),
+    "center140": lambda img, r, s: _to_size(_center_crop(img, 140), r, s),
+    "center108": lambda img, r, s: _to_size(_center_crop(img, 108), r, s),
+    "squash": _to_size,
     "pad": _crop_pad,
 }
-RESIZE_FILTERS: dict[str, int] = {
-    "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX,
-    "nearest": Image.Resampling.NEAREST,
-}
+RESIZE_FILTERS: dict[str, int] = IMAGING_FILTERS  # the shared filters (multibeta.data.imaging)
 
 
-def crop_and_resize(img: Image.Image, crop: str, resize_filter: str = "bilinear") -> np.ndarray:
+def crop_and_resize(img: Image.Image, crop: str, resize_filter: str = "bilinear", size: int = IMAGE_SIZE) -> np.ndarray:
     """Apply a crop preset (module docstring) to one image.
 
     Args:
         img: a PIL image of any mode (converted to RGB).
         crop: a key of :data:`CROPS`.
         resize_filter: a key of :data:`RESIZE_FILTERS`.
+        size: the output side S (``data.image_size``).
 
     Returns:
-        uint8 [3, 64, 64].
+        uint8 [3, size, size].
 
     Raises:
         KeyError: unknown preset or filter.
@@ -480,7 +485,7 @@ def crop_and_resize(img: Image.Image, crop: str, resize_filter: str = "bilinear"
         raise KeyError(f"unknown CelebA crop {crop!r}; choose one of {sorted(CROPS)}")
     if resize_filter not in RESIZE_FILTERS:
         raise KeyError(f"unknown resize filter {resize_filter!r}; choose one of {sorted(RESIZE_FILTERS)}")
-    out = CROPS[crop](img.convert("RGB"), RESIZE_FILTERS[resize_filter])
+    out = CROPS[crop](img.convert("RGB"), RESIZE_FILTERS[resize_filter], int(size))
     return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
@@ -500,6 +505,7 @@ class _Decoder:
     members: dict[str, str] | None  # file name -> zip member name
     crop: str
     resize_filter: str
+    size: int = IMAGE_SIZE
     _zip: zipfile.ZipFile | None = None
 
     def read(self, name: str) -> bytes:
@@ -512,11 +518,11 @@ class _Decoder:
     def decode(self, name: str) -> np.ndarray:
         with Image.open(io.BytesIO(self.read(name))) as img:
             img.load()  # raises on truncated data
-            return crop_and_resize(img, self.crop, self.resize_filter)
+            return crop_and_resize(img, self.crop, self.resize_filter, self.size)
 
     def decode_chunk(self, rows: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-        """Decode ``names``; returns (rows, images uint8 [k, 3, 64, 64], [(name, error)])."""
-        out = np.zeros((len(names), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+        """Decode ``names``; returns (rows, images uint8 [k, 3, S, S], [(name, error)])."""
+        out = np.zeros((len(names), 3, self.size, self.size), dtype=np.uint8)
         errors = []
         for i, name in enumerate(names):
             try:
@@ -563,7 +569,7 @@ def _available(files: CelebAFiles, names: Sequence[str]) -> tuple[dict[str, str]
 
 def decode_images(
     files: CelebAFiles, names: Sequence[str], *, crop: str, resize_filter: str,
-    workers: int = 1, chunk_size: int = 512,
+    workers: int = 1, chunk_size: int = 512, size: int = IMAGE_SIZE,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """Decode, crop and resize the images ``names``, in parallel.
 
@@ -573,17 +579,18 @@ def decode_images(
         crop, resize_filter: see :func:`crop_and_resize`.
         workers: processes; 1 decodes in this process. The result does not depend on it.
         chunk_size: images per task.
+        size: the output side S (``data.image_size``).
 
     Returns:
-        (images uint8 [N, 3, 64, 64] in the order of ``names`` (zeros where unreadable),
+        (images uint8 [N, 3, S, S] in the order of ``names`` (zeros where unreadable),
         ok bool [N], {file name: reason} of the unreadable or missing images).
     """
     n = len(names)
     members, absent = _available(files, names)
     bad: dict[str, str] = {name: f"missing from {files.images}" for name in absent}
-    images = np.zeros((n, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    images = np.zeros((n, 3, size, size), dtype=np.uint8)
     todo = np.array([i for i, name in enumerate(names) if name not in bad], dtype=np.int64)
-    decoder = _Decoder(files, members, crop, resize_filter)
+    decoder = _Decoder(files, members, crop, resize_filter, size)
     step = max(1, min(chunk_size, -(-len(todo) // max(1, 4 * workers))))
     chunks = [todo[i:i + step] for i in range(0, len(todo), step)]
     logger.info("decoding %d CelebA images from %s (%s) with %d worker(s), crop %s, %s resize",
@@ -647,7 +654,7 @@ def default_workers() -> int:
 def prepare_celeba(
     data_section: dict[str, Any], out_path: str | os.PathLike, *, workers: int | None = None,
 ) -> dict[str, Any]:
-    """Read the user's CelebA release and write the 64x64 image dataset HDF5 at ``out_path``.
+    """Read the user's CelebA release and write the image dataset HDF5 (S x S) at ``out_path``.
 
     Args:
         data_section: the validated, defaulted ``data`` section (``data.celeba``, ``size``,
@@ -684,7 +691,7 @@ def prepare_celeba(
                 "official partition used, data.val_fraction/test_fraction do not apply",
                 len(filenames), len(rows), list(cfg.splits), cfg.size, cfg.subset)
     names = [filenames[i] for i in rows]
-    images, ok, bad = decode_images(files, names, crop=cfg.crop, resize_filter=cfg.resize_filter,
+    images, ok, bad = decode_images(files, names, crop=cfg.crop, resize_filter=cfg.resize_filter, size=cfg.image_size,
                                     workers=workers)
     if bad:
         message = f"{len(bad)} of {len(names)} CelebA images could not be read:\n{_describe_bad(bad)}"
@@ -711,7 +718,7 @@ def prepare_celeba(
     )
     counts = np.bincount(split[keep], minlength=3)
     summary = {
-        "dataset": "celeba", "n": int(len(keep)), "channels": 3,
+        "dataset": "celeba", "n": int(len(keep)), "channels": 3, "image_size": cfg.image_size,
         "split_counts": dict(zip(SPLIT_CODES, map(int, counts))),
         "generator_version": GENERATOR_VERSION, "n_listed": len(filenames),
         "n_selected": len(names), "n_corrupt": len(bad), "corrupt_files": dict(sorted(bad.items())),

@@ -45,6 +45,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from multibeta.data.h5io import DatasetArrays
+from multibeta.data.subsets import draw_rows as _draw_rows
 
 logger = logging.getLogger(__name__)
 
@@ -219,17 +220,6 @@ def render(
         gather = np.repeat(start[mask_id] - run_start, cnt) + np.arange(cnt.sum(), dtype=np.int64)
         flat_out[np.repeat(base, cnt) + offsets[gather]] = 255
     return out
-
-
-def _draw_rows(n_total: int, size: int | None, seed: int) -> np.ndarray | None:
-    """Sorted rows of a seeded subset without replacement; None for the full set."""
-    if size is None or size >= n_total:
-        if size is not None and size > n_total:
-            raise ValueError(f"data.size = {size} exceeds the {n_total} images available; "
-                             "use null for all")
-        return None
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
-    return np.sort(rng.choice(n_total, size=size, replace=False)).astype(np.int64)
 
 
 def generate_dsprites(size: int | None, seed: int, *, progress: bool = True) -> DatasetArrays:

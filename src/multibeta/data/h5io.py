@@ -2,7 +2,9 @@
 
 Layout (see ``docs/ARCHITECTURE.md``):
 
-- ``images`` uint8 [N, C, 64, 64] in 0..255, chunked ``(min(N, 256), C, 64, 64)``, gzip;
+- ``images`` uint8 [N, C, S, S] in 0..255 with S in :data:`IMAGE_SIZES` (``data.image_size``;
+  64 unless set), chunked ``(min(N, chunk_rows(S)), C, S, S)`` (256 rows at 64), gzip; the image
+  size is the images' shape, which every reader takes it from;
 - ``split`` int8 [N]: 0 train, 1 validation, 2 test;
 - optional ``factors`` float32 [N, F], ``factor_classes`` int64 [N, F] with file attrs
   ``factor_names`` (JSON list) and ``factor_sizes`` (int array);
@@ -29,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from multibeta.core.image_size import IMAGE_SIZE, IMAGE_SIZES
 from multibeta.data.hdf5 import (
     STRING_DTYPE, H5Dataset, H5File, H5FileKind, PerProcessFile, create_h5, open_h5, read_dataset,
 )
@@ -36,8 +39,9 @@ from multibeta.utils.io import canonical_json
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SIZE = 64
-CHUNK_ROWS = 256
+# IMAGE_SIZE: the default data.image_size, the side chunk sizes are scaled from; IMAGE_SIZES:
+# the sides a dataset file may hold.
+CHUNK_ROWS = 256  # rows per chunk at 64x64; scaled by pixel count at other sizes (chunk_rows)
 COMPRESSION = "gzip"
 # Measured on dSprites: level 4 is ~30% smaller than level 1 at the same read speed; the
 # full set (737,280 images) writes in ~8 s. lzf reads 2x faster but only h5py can read it.
@@ -56,6 +60,24 @@ _CHUNK_CACHE_BYTES = 64 << 20
 
 SplitName = Literal["train", "val", "validation", "test"]
 IndexLike = Sequence[int] | np.ndarray | torch.Tensor
+
+
+def chunk_rows(image_size: int) -> int:
+    """Rows per HDF5 chunk of images of side ``image_size``: :data:`CHUNK_ROWS` at 64, scaled
+    by the pixel count elsewhere (64 rows at 128, 16 at 256), so a chunk stays about 1 MB/channel."""
+    return max(1, CHUNK_ROWS * IMAGE_SIZE * IMAGE_SIZE // (int(image_size) ** 2))
+
+
+def check_image_shape(shape: Sequence[int], what: str = "images") -> int:
+    """The side S of images of ``shape`` [N, C, S, S] (S in :data:`IMAGE_SIZES`).
+
+    Raises:
+        ValueError: not 4-d, not square, or a side outside :data:`IMAGE_SIZES`.
+    """
+    if len(shape) != 4 or shape[2] != shape[3] or int(shape[2]) not in IMAGE_SIZES:
+        raise ValueError(f"{what} must be uint8 [N, C, S, S] with S one of {list(IMAGE_SIZES)} "
+                         f"(data.image_size); got shape {tuple(shape)}")
+    return int(shape[2])
 
 
 def _as_int_array(index: IndexLike) -> np.ndarray:
@@ -81,7 +103,7 @@ class DatasetArrays:
     """An image dataset in memory, as the generators return it.
 
     Attributes:
-        images: uint8 [N, C, 64, 64] in 0..255.
+        images: uint8 [N, C, S, S] in 0..255 (S in :data:`IMAGE_SIZES`).
         factors: float32 [N, F] factor values, or None.
         factor_classes: int64 [N, F] factor class indices, or None.
         factor_names: F names, or None.
@@ -150,7 +172,9 @@ def write_image_dataset(
 
     Args:
         path: target ``.h5`` path.
-        images: uint8 [N, C, 64, 64] in 0..255.
+        images: uint8 [N, C, S, S] in 0..255, S in :data:`IMAGE_SIZES`: a numpy array, or any
+            array-like with ``shape``, ``dtype``, ``ndim`` and row slices ``images[lo:hi]``
+            (read in ascending blocks, so a large source is streamed, never held whole).
         split: int [N] with values 0 (train), 1 (validation), 2 (test).
         factors, factor_classes: float [N, F] values and int [N, F] classes (both or none);
             need ``factor_names`` and ``factor_sizes`` (F each).
@@ -160,8 +184,9 @@ def write_image_dataset(
             ``created_with``. Dicts and lists are stored as canonical JSON strings.
         progress: show a progress bar for the image write.
     """
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[2:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"images must be uint8 [N, C, 64, 64]; got {images.dtype} {images.shape}")
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 [N, C, S, S]; got {images.dtype} {images.shape}")
+    side = check_image_shape(images.shape)
     n, channels = images.shape[:2]
     split = np.asarray(split)
     _check_rows("split", split, n)
@@ -195,14 +220,15 @@ def write_image_dataset(
     common = {"track_times": False}
     labels = {"compression": COMPRESSION, "compression_opts": GZIP_LEVEL, **common} if n else common
     with create_h5(path, track_order=False) as h5:
+        rows_per_chunk = chunk_rows(side)
         dset = h5.create_dataset(
-            "images", shape=images.shape, dtype=np.uint8,
-            chunks=(max(1, min(n, CHUNK_ROWS)), channels, IMAGE_SIZE, IMAGE_SIZE),
+            "images", shape=tuple(images.shape), dtype=np.uint8,
+            chunks=(max(1, min(n, rows_per_chunk)), channels, side, side),
             compression=COMPRESSION, compression_opts=GZIP_LEVEL, **common,
         )
-        blocks = range(0, n, _READ_BLOCK_ROWS)
-        for lo in tqdm(blocks, desc="write images", disable=not progress or None):
-            dset[lo : lo + _READ_BLOCK_ROWS] = images[lo : lo + _READ_BLOCK_ROWS]
+        block = 16 * rows_per_chunk
+        for lo in tqdm(range(0, n, block), desc="write images", disable=not progress or None):
+            dset[lo : lo + block] = images[lo : lo + block]
         h5.create_dataset("split", data=split.astype(np.int8), **labels)
         if factors is not None:
             h5.create_dataset("factors", data=np.asarray(factors, np.float32), **labels)
@@ -217,7 +243,7 @@ def write_image_dataset(
                               dtype=STRING_DTYPE, **common)
         for key in sorted(attrs):
             h5.attrs[key] = _attr_value(attrs[key])
-    logger.info("wrote %d images [%d, %d, 64, 64] to %s", n, n, channels, path)
+    logger.info("wrote %d images [%d, %d, %d, %d] to %s", n, n, channels, side, side, path)
 
 
 def _open(path: str | os.PathLike, **kwargs: Any) -> H5File:
@@ -243,13 +269,15 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """Describe a dataset file without reading its images.
 
     Returns:
-        dict with ``n`` (images), ``channels``, ``factor_names``, ``factor_sizes``,
+        dict with ``n`` (images), ``channels``, ``image_size`` (the side S of the images
+        [N, C, S, S]), ``factor_names``, ``factor_sizes``,
         ``attribute_names`` (None when absent), ``optional`` (the optional datasets
         present), ``split_counts`` ({"train", "val", "test"} -> int) and ``attrs``
         (``dataset``, ``generator_version``, ``seed``, ``created_with`` parsed from JSON).
     """
     with _open(path) as h5:
         n, channels = (int(s) for s in h5["images"].shape[:2])
+        image_size = int(h5["images"].shape[2])
         counts = np.bincount(_read(h5["split"]).astype(np.int64), minlength=3)
         sizes = h5.attrs.get("factor_sizes")
         attrs = {}
@@ -263,6 +291,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         return {
             "n": n,
             "channels": channels,
+            "image_size": image_size,
             "factor_names": _json_attr(h5, "factor_names"),
             "factor_sizes": None if sizes is None else [int(s) for s in sizes],
             "attribute_names": _json_attr(h5, "attribute_names"),
@@ -288,7 +317,8 @@ def _read_rows(dset: H5Dataset, rows: np.ndarray, progress: bool = False) -> np.
     # Start a new read where the block id jumps or a read would grow past the size limit.
     starts = np.flatnonzero(np.diff(block, prepend=-2) > 1)
     bounds = list(starts) + [len(rows)]
-    max_blocks = max(1, _READ_BLOCK_ROWS // chunk)
+    side = dset.shape[-1] if dset.ndim == 4 else IMAGE_SIZE
+    max_blocks = max(1, _READ_BLOCK_ROWS * IMAGE_SIZE * IMAGE_SIZE // (side * side * chunk))
     pieces = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         first = block[a]
@@ -305,7 +335,7 @@ def _read_rows(dset: H5Dataset, rows: np.ndarray, progress: bool = False) -> np.
 
 
 def read_images(path: str | os.PathLike, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Images at file rows ``indices`` (any order): uint8 [len(indices), C, 64, 64]."""
+    """Images at file rows ``indices`` (any order): uint8 [len(indices), C, S, S]."""
     with _open(path) as h5:
         rows = np.asarray(indices, dtype=np.int64)
         n = h5["images"].shape[0]
@@ -338,7 +368,7 @@ def spread_positions(n_total: int, n: int) -> np.ndarray:
 class ImageDataset(Dataset):
     """Images of a dataset file as a torch ``Dataset``.
 
-    Item ``i`` is ``(image float32 [C, 64, 64] in [0, 1], row)`` where ``row`` (int,
+    Item ``i`` is ``(image float32 [C, S, S] in [0, 1], row)`` where ``row`` (int,
     collated to int64) is the image's row in the file. The selected images are held in
     memory (as uint8) when they take at most ``max_memory_bytes``; otherwise each item is
     read from the file, which is opened lazily once per process, so the dataset can be
@@ -369,6 +399,8 @@ class ImageDataset(Dataset):
         self.metadata = read_metadata(self.path)
         n = self.metadata["n"]
         self.channels = self.metadata["channels"]
+        #: Side S of the square images (the file's ``data.image_size``).
+        self.image_size = self.metadata["image_size"]
         rows = np.arange(n) if indices is None else np.asarray(indices)
         rows = rows.astype(np.int64, copy=False)
         if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= n)):
@@ -383,7 +415,7 @@ class ImageDataset(Dataset):
             rows = rows[codes[rows] == SPLIT_CODES[split]]
         self.rows = rows
         self.split = split
-        nbytes = len(rows) * self.channels * IMAGE_SIZE * IMAGE_SIZE
+        nbytes = len(rows) * self.channels * self.image_size * self.image_size
         self.in_memory = nbytes <= max_memory_bytes
         self._images: np.ndarray | None = None
         self._handle = PerProcessFile(self.path, DATASET_FILE, required=_REQUIRED,
@@ -403,7 +435,7 @@ class ImageDataset(Dataset):
         self._handle.close()
 
     def uint8_batch(self, positions: IndexLike) -> np.ndarray:
-        """Images at dataset positions (0 .. len-1): uint8 [B, C, 64, 64]."""
+        """Images at dataset positions (0 .. len-1): uint8 [B, C, S, S]."""
         pos = _as_int_array(positions)
         if self._images is not None:
             return self._images[pos]
@@ -412,7 +444,7 @@ class ImageDataset(Dataset):
     def tensor_batch(
         self, positions: IndexLike, device: torch.device | str | None = None
     ) -> torch.Tensor:
-        """Images at dataset positions (0 .. len-1) as float32 [B, C, 64, 64] in [0, 1].
+        """Images at dataset positions (0 .. len-1) as float32 [B, C, S, S] in [0, 1].
 
         The uint8 batch is moved to ``device`` before the conversion (4x less transfer).
         """
@@ -422,7 +454,7 @@ class ImageDataset(Dataset):
         return batch.to(torch.float32).div_(255.0)
 
     def batch(self, positions: IndexLike) -> torch.Tensor:
-        """Images at dataset positions as float32 [B, C, 64, 64] in [0, 1], on the CPU
+        """Images at dataset positions as float32 [B, C, S, S] in [0, 1], on the CPU
         (:class:`multibeta.data.sources.ImageSource`)."""
         return self.tensor_batch(positions)
 

@@ -1,8 +1,12 @@
 """Rule prepare_data: build the image dataset file of a config's ``data`` section.
 
 dSprites is generated procedurally (or read from the original npz when
-``data.dsprites_npz`` is set), subset and split with ``data.seed``; CelebA is delegated to
-:func:`multibeta.data.celeba.prepare_celeba`. The same section gives a byte-identical file.
+``data.dsprites_npz`` is set), subset and split with ``data.seed``; the other sources
+(:data:`SOURCES`) are delegated to their modules: CelebA
+(:func:`multibeta.data.celeba.prepare_celeba`), an image folder
+(:func:`multibeta.data.folder.prepare_folder`), Shapes3D
+(:func:`multibeta.data.shapes3d.prepare_shapes3d`) and MPI3D
+(:func:`multibeta.data.mpi3d.prepare_mpi3d`). The same section gives a byte-identical file.
 """
 
 from __future__ import annotations
@@ -16,28 +20,23 @@ import numpy as np
 
 from multibeta.data import dsprites
 from multibeta.data.h5io import DatasetArrays, write_image_dataset
+from multibeta.data.subsets import make_split
 from multibeta.utils.io import file_sha256
 from multibeta.utils.versions import collect_versions
 
 logger = logging.getLogger(__name__)
 
-
-def make_split(n: int, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
-    """Seeded random split: int8 [n] with ``round(n * fraction)`` val (1) and test (2) rows.
-
-    Raises:
-        ValueError: when the fractions leave no training images.
-    """
-    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
-    if n_val + n_test >= n:
-        raise ValueError(f"data.val_fraction + data.test_fraction leave no training images of "
-                         f"{n}; lower them")
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
-    perm = rng.permutation(n)
-    split = np.zeros(n, dtype=np.int8)
-    split[perm[:n_val]] = 1
-    split[perm[n_val : n_val + n_test]] = 2
-    return split
+#: Every ``data.name`` and what it reads.
+SOURCES: dict[str, str] = {
+    "dsprites": "generated procedurally (or the original npz, data.dsprites_npz)",
+    "celeba": "the user's CelebA release (data.celeba)",
+    "folder": "a folder of the user's images with optional CSV labels (data.folder)",
+    "shapes3d": "the user's 3dshapes.h5 (data.shapes3d)",
+    "mpi3d": "the user's MPI3D .npz (data.mpi3d)",
+}
+#: Sources with ground-truth factors whatever the user's files (the image folder has them when
+#: its CSV has integer columns).
+FACTOR_SOURCES: tuple[str, ...] = ("dsprites", "shapes3d", "mpi3d")
 
 
 def _dsprites_arrays(section: dict[str, Any]) -> tuple[DatasetArrays, dict[str, Any]]:
@@ -64,7 +63,8 @@ def prepare_dataset(
 
     Returns:
         Summary for the log: ``dataset``, ``n``, ``channels``, ``split_counts``,
-        ``generator_version``, ``on_fraction`` (fraction of non-zero pixels) and ``seconds``.
+        ``generator_version`` and ``seconds``; dSprites adds ``on_fraction`` (fraction of
+        non-zero pixels), the other sources what their own ``prepare_*`` returns.
     """
     name = data_section["name"]
     start = time.perf_counter()
@@ -72,8 +72,23 @@ def prepare_dataset(
         from multibeta.data.celeba import prepare_celeba
 
         return prepare_celeba(data_section, out_path, workers=workers)
+    if name == "folder":
+        from multibeta.data.folder import prepare_folder
+
+        return prepare_folder(data_section, out_path, workers=workers)
+    if name == "shapes3d":
+        from multibeta.data.shapes3d import prepare_shapes3d
+
+        return prepare_shapes3d(data_section, out_path)
+    if name == "mpi3d":
+        from multibeta.data.mpi3d import prepare_mpi3d
+
+        return prepare_mpi3d(data_section, out_path)
     if name != "dsprites":
-        raise ValueError(f"unknown data.name {name!r}; use 'dsprites' or 'celeba'")
+        raise ValueError(f"unknown data.name {name!r}; use one of {list(SOURCES)}")
+    if data_section.get("image_size", dsprites.IMAGE_SIZE) != dsprites.IMAGE_SIZE:
+        raise ValueError(f"dSprites is defined at {dsprites.IMAGE_SIZE}x{dsprites.IMAGE_SIZE}; data.image_size "
+                         f"{data_section['image_size']} does not apply to it (set it to 64 or leave it out)")
 
     arrays, provenance = _dsprites_arrays(data_section)
     split = make_split(len(arrays), data_section["val_fraction"], data_section["test_fraction"],
@@ -98,3 +113,26 @@ def prepare_dataset(
     }
     logger.info("prepared %s: %s", out_path, summary)
     return summary
+
+
+def has_factors(data_section: dict[str, Any]) -> bool:
+    """Whether the dataset of ``data_section`` will hold ground-truth factors (the factor
+    classifier, edit directions and per-factor metrics then run).
+
+    The :data:`FACTOR_SOURCES` always do, CelebA never; an image folder does when its labels CSV
+    (``data.folder.labels``) has a factor column (an integer column that is not 0/1). That CSV is
+    read here, when the workflow is planned; a missing or malformed one counts as none (rule
+    prepare_data then stops with the message that names the problem).
+    """
+    name = data_section["name"]
+    if name in FACTOR_SOURCES:
+        return True
+    if name != "folder" or not data_section["folder"]["labels"]:
+        return False
+    from multibeta.data.folder import FolderLabelsError, label_columns
+
+    try:
+        factors, _ = label_columns(data_section["folder"]["labels"])
+    except (OSError, FolderLabelsError):
+        return False
+    return bool(factors)

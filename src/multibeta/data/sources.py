@@ -33,6 +33,15 @@ class ImageSource(Protocol):
         ...
 
 
+def image_size_of(source: ImageSource) -> int:
+    """Side S of the square images ``[C, S, S]`` of ``source``: its ``image_size`` attribute when
+    it has one (dataset files), else read from the image at position 0."""
+    size = getattr(source, "image_size", None)
+    if size is not None:
+        return int(size)
+    return int(source.batch(np.zeros(1, dtype=np.int64)).shape[-1])
+
+
 def quantise(images: np.ndarray | torch.Tensor) -> np.ndarray:
     """Float images in [0, 1] as uint8 0..255: ``round(255 x)`` (in float64), clipped; same shape."""
     if isinstance(images, torch.Tensor):

@@ -42,7 +42,7 @@ CHECKPOINT_KIND = "factor_classifier"
 EXTRACTOR_NAME = "multibeta-factor-classifier"
 #: The feature that FID/KID use (the penultimate layer).
 FEATURE_LAYER = "penultimate"
-#: Square image side the classifier is built for (the datasets are 64x64).
+#: Default square image side (data.image_size's default); a classifier is built for its data's side.
 IMAGE_SIZE = 64
 #: Images per batch when evaluating held-out accuracy.
 EVAL_BATCH = 256
@@ -194,7 +194,8 @@ def predict_probabilities(
     model: FactorClassifier, images: ImageSource | np.ndarray | torch.Tensor, device: torch.device | str = "cpu",
 ) -> list[torch.Tensor]:
     """Class probabilities of every factor (list of CPU float32 ``[N, size_k]``) for all images of
-    ``images`` (an image source, or uint8/[0, 1] float arrays ``[N, C, 64, 64]``)."""
+    ``images`` (an image source, or uint8/[0, 1] float arrays ``[N, C, S, S]`` at the classifier's
+    side S)."""
     source = as_image_source(images)
     out: list[list[torch.Tensor]] = [[] for _ in model.heads]
     with eval_mode(model):
@@ -250,7 +251,7 @@ def train_factor_classifier(
     up to 5,000 training images.
 
     Args:
-        images_source: images [N, C, 64, 64] (uint8 or [0, 1] floats, numpy/torch), or an
+        images_source: images [N, C, S, S] (uint8 or [0, 1] floats, numpy/torch), or an
             image source such as ``ImageDataset(path, split="train")``.
         factor_classes: int [N, F] class of each factor, aligned with the source's positions
             (``ImageDataset.factor_classes()``).
@@ -288,7 +289,9 @@ def train_factor_classifier(
     device = runtime.device
     torch.manual_seed(seed)
     channels = channels_of(source)
-    model = FactorClassifier(in_channels=channels, factor_sizes=sizes, channels=cfg.channels, width=cfg.width).to(device)
+    image_size = int(source.uint8_batch(np.arange(1)).shape[-1])  # data.image_size of the file
+    model = FactorClassifier(in_channels=channels, factor_sizes=sizes, channels=cfg.channels, width=cfg.width,
+                             image_size=image_size).to(device)
     symmetry = label_symmetry(names, sizes)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     warmup = max(1, cfg.steps // 20)
@@ -326,7 +329,7 @@ def train_factor_classifier(
                    "seed": seed})
     state = {
         "kind": CHECKPOINT_KIND,
-        "arch": _arch(channels, sizes, cfg, IMAGE_SIZE),
+        "arch": _arch(channels, sizes, cfg, image_size),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "factor_names": names,
         "heldout_accuracy": result,

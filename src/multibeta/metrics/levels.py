@@ -23,7 +23,7 @@ from multibeta.data.h5io import read_images, read_labels, read_metadata
 from multibeta.metrics.config import MetricsConfig, select_levels
 from multibeta.metrics.dci import compute_dci
 from multibeta.metrics.disentanglement import compute_disentanglement
-from multibeta.metrics.render_consistency import score_images
+from multibeta.metrics.render_consistency import not_applicable, score_images
 from multibeta.metrics.reconstruction import compute_reconstruction, wants_lpips
 from multibeta.models.lpips import load_lpips
 from multibeta.sampling.edit import encode_images
@@ -42,13 +42,15 @@ class Labels:
     factor_names: list[str] | None
     attributes: np.ndarray | None
     attribute_names: list[str] | None
+    #: Why the dSprites render rulers do not apply to the data (None: dSprites, they do).
+    render_not_applicable: str | None = None
 
     @classmethod
     def from_dataset(cls, dataset_path: str | os.PathLike, rows: np.ndarray) -> "Labels":
         meta = read_metadata(dataset_path)
         labels = read_labels(dataset_path, rows)
         return cls(labels["factor_classes"], meta["factor_names"], labels["attributes"],
-                   meta["attribute_names"])
+                   meta["attribute_names"], not_applicable(meta))
 
 
 def maybe_lpips(cfg: MetricsConfig, channels: int, device: torch.device) -> torch.nn.Module | None:
@@ -67,21 +69,27 @@ def level_metrics(
     """Disentanglement of ``codes`` [N, d] (unless ``disentangle`` is False) and reconstruction
     error of ``reconstructions`` [M, C, H, W].
 
-    With the dSprites factor ``classifier`` (and ``recon_labels`` [M, 5], the factors of the
-    reconstructed originals), the reconstructions are also scored by the rulers of
-    :func:`multibeta.metrics.render_consistency.score_images` (keys prefixed ``recon_``: IoU to
-    the input, the classifier's accuracy on the reconstruction, render consistency).
+    With the factor ``classifier`` (and ``recon_labels`` [M, F], the factors of the
+    reconstructed originals), the reconstructions are also scored by the classifier's accuracy on
+    them (``recon_accuracy``, ``recon_accuracy.<factor>``, ``recon_within_one.<factor>``); on
+    dSprites by every ruler of :func:`multibeta.metrics.render_consistency.score_images` (IoU to
+    the input, render consistency; keys prefixed ``recon_``). Elsewhere those rulers do not
+    apply (``labels.render_not_applicable`` says why) and are left out.
     """
     out: dict[str, Any] = {}
     out.update(compute_reconstruction(
         originals, reconstructions, lpips_model=lpips_model,
         batch_size=cfg.reconstruction.batch_size, runtime=runtime,
     ))
-    if classifier is not None:
+    if classifier is not None and labels.render_not_applicable is None:
         ruler = score_images(classifier, reconstructions, device=runtime.device, labels=recon_labels,
                              originals=originals)
         out.update({f"recon_{key}": value for key, value in ruler.items()
                     if key not in ("n_images", "valid_iou")})
+    elif classifier is not None and recon_labels is not None:
+        out.update({f"recon_{key}": value for key, value in
+                    classifier_accuracy(classifier, reconstructions, recon_labels, labels.factor_names,
+                                        runtime.device).items()})
     if not disentangle or (labels.factor_classes is None and labels.attributes is None):
         return out
     for rotation in cfg.rotations:
@@ -93,6 +101,18 @@ def level_metrics(
         prefix = "" if rotation == "identity" else f"{rotation}_"
         out.update({f"{prefix}{key}": value for key, value in scores.items()})
     return out
+
+
+def classifier_accuracy(classifier: torch.nn.Module, images: torch.Tensor, labels: np.ndarray,
+                        names: list[str] | None, device: torch.device) -> dict[str, float]:
+    """The factor classifier's accuracy on ``images`` [M, C, H, W] against the factors ``labels``
+    [M, F] of their originals: ``accuracy`` (mean), ``accuracy.<factor>``, ``within_one.<factor>``."""
+    from multibeta.metrics.factor_classifier import factor_accuracy, predict_probabilities
+
+    probs = predict_probabilities(classifier, images, device)
+    predicted = np.stack([p.argmax(1).numpy() for p in probs], axis=1)
+    names = names or [f"factor_{k}" for k in range(labels.shape[1])]
+    return factor_accuracy(predicted, labels, names, None)
 
 
 def rotate(codes: np.ndarray, rotation: str, seed: int = 0) -> np.ndarray:

@@ -51,6 +51,22 @@ COVERAGE_FACTORS = ("shape", "scale", "orientation", "posX", "posY")
 ORIENTATION_BINS = 10
 
 
+def not_applicable(metadata: dict) -> str | None:
+    """None when these rulers apply to a dataset, else the reason they do not (for logs and JSON).
+
+    They apply to dSprites only: single-channel 64x64 images with its five factors, which the
+    renderer can redraw. ``metadata`` is :func:`multibeta.data.h5io.read_metadata` of the file.
+    """
+    names, sizes = metadata.get("factor_names"), metadata.get("factor_sizes")
+    is_dsprites = (names is not None and tuple(names) == FACTOR_NAMES and sizes is not None
+                   and tuple(int(k) for k in sizes) == FACTOR_SIZES)
+    if is_dsprites and metadata.get("channels") == 1 and metadata.get("image_size", IMAGE_SIZE) == IMAGE_SIZE:
+        return None
+    dataset = (metadata.get("attrs") or {}).get("dataset", "this dataset")
+    return (f"render consistency does not apply to {dataset}: it redraws dSprites' factors with the "
+            "dSprites renderer (single-channel 64x64 images of shape, scale, orientation, posX, posY)")
+
+
 def binarise(images: np.ndarray | torch.Tensor, threshold: float = BINARY_THRESHOLD) -> torch.Tensor:
     """Binary images bool ``[N, 64, 64]`` from ``[N, 1, 64, 64]`` uint8 (0..255) or float in [0, 1]."""
     x = torch.as_tensor(images)

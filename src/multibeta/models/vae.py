@@ -1,11 +1,12 @@
 """The β-conditioned VAE of Stage 1: one encoder/decoder pair for the whole β range.
 
 t ∈ [0, 1] indexes β(t) = β_min · (β_max/β_min)^t. Encoder E(x, t) -> μ_t(x) and decoder
-D(z, t) -> logits are convolutional networks for 64x64 images whose every block is
-FiLM-modulated by a Fourier embedding of t. The posterior is q(z_t | x) = N(μ_t(x), σ_t² I)
-with σ_t a schedule shared by all data (:mod:`multibeta.models.schedules`).
+D(z, t) -> logits are convolutional networks for square images of side ``S = arch.image_size``
+(``data.image_size``: 32, 64, 128 or 256) whose every block is FiLM-modulated by a Fourier
+embedding of t. The posterior is q(z_t | x) = N(μ_t(x), σ_t² I) with σ_t a schedule shared by
+all data (:mod:`multibeta.models.schedules`).
 
-Architecture (``L = len(arch.channels)`` levels, spatial size ``s = 64 / 2^L``)::
+Architecture (``L = len(arch.channels)`` levels, spatial size ``s = S / 2^L``)::
 
     encoder: [conv4x4/2 -> FiLM -> SiLU, res_blocks x ResBlock] x L
              -> flatten -> Linear(hidden) -> FiLM -> SiLU -> Linear(d)
@@ -26,13 +27,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from multibeta.core.config import ConfigError, from_section, to_dict
+from multibeta.core.image_size import IMAGE_SIZE, check_levels, default_channels  # noqa: F401 (re-exported)
 from multibeta.models.embedding import FiLM, FourierTimeEmbedding
 from multibeta.models.schedules import build_sigma_schedule
-from multibeta.utils.checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint
+from multibeta.utils.checkpoint import CheckpointError, CheckpointMismatchError, check_arch, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SIZE = 64
 
 #: Memory format of the conv weights and feature maps. channels_last (NHWC) speeds up VAE
 #: training by about 10% on CPU (oneDNN; benchmarks/results/stage_profile.md) and is the
@@ -45,9 +46,13 @@ ENCODE_CPU_ROWS = 64
 
 @dataclass(frozen=True)
 class VAENetwork:
-    """The VAE's network sizes: the config section ``vae.arch`` (meanings in its schema)."""
+    """The VAE's network sizes: the config section ``vae.arch`` (meanings in its schema).
 
-    channels: tuple[int, ...]
+    ``channels`` is None in a section that leaves it to the image size (:func:`default_channels`);
+    a :class:`VAEArch` always holds the widths.
+    """
+
+    channels: tuple[int, ...] | None
     hidden_dim: int
     res_blocks: int
     time_frequencies: int
@@ -67,6 +72,7 @@ class VAEArch(VAENetwork):
     """
 
     image_channels: int
+    image_size: int
     latent_dim: int
     beta_min: float
     beta_max: float
@@ -83,12 +89,17 @@ class VAEArch(VAENetwork):
     def from_dict(cls, arch: dict[str, Any], source: str = "checkpoint") -> "VAEArch":
         """Read a checkpoint's ``arch`` dict.
 
+        A record without ``image_size`` (every checkpoint written before image sizes other than
+        64 existed) is a 64x64 model.
+
         Raises:
             CheckpointError: keys missing or unknown, or values of the wrong type: the file
                 was written by another version of multibeta (the message names ``source``).
         """
+        arch = dict(arch)
+        arch.setdefault("image_size", IMAGE_SIZE)
         try:
-            return from_section(cls, dict(arch), "arch")
+            return from_section(cls, arch, "arch")
         except ConfigError as exc:
             raise CheckpointError(
                 f"{source}: the VAE architecture it records does not match this version of "
@@ -133,9 +144,9 @@ class _Level(nn.Module):
 
 
 class Encoder(nn.Module):
-    """E(x, t): images ``[N, C, 64, 64]`` in [0, 1], t ``[N]`` (or ``[1]``) -> μ ``[N, d]``."""
+    """E(x, t): images ``[N, C, S, S]`` in [0, 1], t ``[N]`` (or ``[1]``) -> μ ``[N, d]``."""
 
-    def __init__(self, *, image_channels: int, latent_dim: int, channels: tuple[int, ...],
+    def __init__(self, *, image_channels: int, image_size: int, latent_dim: int, channels: tuple[int, ...],
                  hidden_dim: int, res_blocks: int, embed: FourierTimeEmbedding) -> None:
         super().__init__()
         self.embed = embed
@@ -145,7 +156,7 @@ class Encoder(nn.Module):
             _Level(nn.Conv2d(i, o, 4, stride=2, padding=1), o, e, res_blocks, False, o)
             for i, o in zip(ins, channels)
         )
-        side = IMAGE_SIZE // 2 ** len(channels)
+        side = image_size // 2 ** len(channels)
         self.fc = nn.Linear(channels[-1] * side * side, hidden_dim)
         self.fc_film = FiLM(e, hidden_dim)
         self.out = nn.Linear(hidden_dim, latent_dim)
@@ -160,14 +171,14 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """D(z, t): latents ``[N, d]``, t ``[N]`` (or ``[1]``) -> logits ``[N, C, 64, 64]``."""
+    """D(z, t): latents ``[N, d]``, t ``[N]`` (or ``[1]``) -> logits ``[N, C, S, S]``."""
 
-    def __init__(self, *, image_channels: int, latent_dim: int, channels: tuple[int, ...],
+    def __init__(self, *, image_channels: int, image_size: int, latent_dim: int, channels: tuple[int, ...],
                  hidden_dim: int, res_blocks: int, embed: FourierTimeEmbedding) -> None:
         super().__init__()
         self.embed = embed
         e = embed.dim
-        self.side = IMAGE_SIZE // 2 ** len(channels)
+        self.side = image_size // 2 ** len(channels)
         self.top = channels[-1]
         self.fc1 = nn.Linear(latent_dim, hidden_dim)
         self.film1 = FiLM(e, hidden_dim)
@@ -205,10 +216,12 @@ class MultiBetaVAE(nn.Module):
         super().__init__()
         if not 0.0 < arch.beta_min < arch.beta_max:
             raise ValueError(f"need 0 < beta_min < beta_max, got {arch.beta_min}, {arch.beta_max}")
-        if not 1 <= len(arch.channels) <= 6:
-            raise ValueError("channels must have 1 to 6 levels (64 -> 64 / 2^L)")
+        if arch.channels is None:
+            raise ValueError("VAEArch.channels must hold the widths (VAEConfig.vae_arch fills the default)")
+        check_levels(tuple(arch.channels), arch.image_size)
         self.arch = arch
         self.image_channels = arch.image_channels
+        self.image_size = int(arch.image_size)
         self.latent_dim = arch.latent_dim
         self.beta_min = float(arch.beta_min)
         self.beta_max = float(arch.beta_max)
@@ -222,7 +235,7 @@ class MultiBetaVAE(nn.Module):
                                         max_frequency=arch.time_max_frequency,
                                         dim=arch.time_embed_dim)
 
-        common = dict(image_channels=arch.image_channels, latent_dim=arch.latent_dim,
+        common = dict(image_channels=arch.image_channels, image_size=arch.image_size, latent_dim=arch.latent_dim,
                       channels=arch.channels, hidden_dim=arch.hidden_dim,
                       res_blocks=arch.res_blocks)
         self.encoder = Encoder(**common, embed=embed())
@@ -256,7 +269,7 @@ class MultiBetaVAE(nn.Module):
 
     # --- networks -----------------------------------------------------------------------
     def encode(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """μ_t(x): images ``[N, C, 64, 64]`` in [0, 1], t ``[N]`` (or ``[1]``) -> ``[N, d]``.
+        """μ_t(x): images ``[N, C, S, S]`` in [0, 1], t ``[N]`` (or ``[1]``) -> ``[N, d]``.
 
         Without autograd on the CPU, large batches are encoded ``ENCODE_CPU_ROWS`` rows at a
         time: the feature maps of a small chunk stay in the CPU caches, which makes inference
@@ -271,11 +284,11 @@ class MultiBetaVAE(nn.Module):
         return torch.cat(chunks)
 
     def decode(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """D(z, t): latents ``[N, d]``, t ``[N]`` (or ``[1]``) -> logits ``[N, C, 64, 64]``."""
+        """D(z, t): latents ``[N, d]``, t ``[N]`` (or ``[1]``) -> logits ``[N, C, S, S]``."""
         return self.decoder(z, t)
 
     def decode_image(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Decoded images ``[N, C, 64, 64]`` in [0, 1] (sigmoid of the logits)."""
+        """Decoded images ``[N, C, S, S]`` in [0, 1] (sigmoid of the logits)."""
         return torch.sigmoid(self.decode(z, t).float())
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
@@ -283,12 +296,12 @@ class MultiBetaVAE(nn.Module):
         """One posterior sample and its decoding.
 
         Args:
-            x: images ``[N, C, 64, 64]`` in [0, 1].
+            x: images ``[N, C, S, S]`` in [0, 1] (S = ``arch.image_size``).
             t: levels ``[N]`` (or ``[1]``, shared by the batch).
             eps: standard normal noise ``[N, d]``.
 
         Returns:
-            ``(mu [N, d], sigma [N] or [1], logits [N, C, 64, 64])`` with z = μ + σ ε decoded.
+            ``(mu [N, d], sigma [N] or [1], logits [N, C, S, S])`` with z = μ + σ ε decoded.
         """
         mu = self.encode(x, t)
         sigma = self.sigma(t)
@@ -309,16 +322,17 @@ def load_vae(
         path: a ``kind="vae"`` checkpoint written by :func:`multibeta.vae.trainer.train_vae`
             (``.pt``, loaded weights-only) or a bundle's ``vae.safetensors`` (no pickle).
         map_location: device for the tensors.
-        arch: expected architecture (``VAEConfig.vae_arch(channels)``); None accepts any.
+        arch: expected architecture (``VAEConfig.vae_arch(channels, image_size)``); None accepts any.
         use_ema: take the EMA weights when the checkpoint has them.
 
     Raises:
         CheckpointError: missing/corrupt file, wrong kind, or weights that do not fit.
         CheckpointMismatchError: ``arch`` given and different (the message names the keys).
     """
-    expected = None if arch is None else arch.to_dict()
     try:
-        state = load_checkpoint(path, kind="vae", arch=expected, map_location=map_location)
+        state = load_checkpoint(path, kind="vae", map_location=map_location)
+        if arch is not None:  # a record without image_size is a 64x64 model (older checkpoints)
+            check_arch(path, {"image_size": IMAGE_SIZE, **state.get("arch", {})}, arch.to_dict())
     except CheckpointMismatchError:
         raise
     except CheckpointError as exc:

@@ -247,7 +247,9 @@ def render_report(doc: dict[str, Any], *, out_path: str | os.PathLike, figures: 
         f"torch {doc['versions'].get('torch')}, git {str(doc['versions'].get('git_commit'))[:10]}. "
         "Every number below was computed by this run; all of them are in `metrics.json`.",
     ]
-    checks = method_checks(doc, primary_basis=primary)
+    dataset = doc.get("config", {}).get("data", {}).get("name", "dsprites")
+    # the thresholds are dSprites' (multibeta.report.checks); other data get no verdicts
+    checks = method_checks(doc, primary_basis=primary) if dataset == "dsprites" else []
     if checks:
         parts += ["", "## Checks of the method", "",
                   "Does this run show what the method claims? Thresholds: `multibeta.report.checks`.", "",
@@ -266,6 +268,10 @@ def render_report(doc: dict[str, Any], *, out_path: str | os.PathLike, figures: 
         "",
         generation_table(doc["generation"]),
     ]
+    not_applicable = sorted({run["not_applicable"]["render"] for run in doc["generation"].values()
+                             if "render" in run.get("not_applicable", {})})
+    if not_applicable:
+        parts += ["", f"Valid fraction and factor coverage: not computed ({not_applicable[0]})."]
     if any("render" in run for run in doc["generation"].values()):
         parts += ["", "Factor coverage of the samples: TV distance from the data per factor (in brackets: "
                   "what sampling noise alone gives at the same number of images; orientation folded by "
@@ -275,7 +281,8 @@ def render_report(doc: dict[str, Any], *, out_path: str | os.PathLike, figures: 
     if clf:
         acc = clf["accuracy"]
         parts += ["", f"Factor classifier (the rulers' reader) held-out accuracy on {int(acc.get('n_heldout', 0))} "
-                  "images (orientation modulo each shape's symmetry):", "", classifier_table(acc)]
+                  "images" + (" (orientation modulo each shape's symmetry)" if dataset == "dsprites" else "")
+                  + ":", "", classifier_table(acc)]
     if doc.get("sharpen"):
         parts += ["", "## Sharpening", "",
                   f"Held-out images encoded at t_b, decoded there directly or denoised to t = 0 first "

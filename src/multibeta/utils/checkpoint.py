@@ -152,14 +152,23 @@ def load_checkpoint(
         found = state.get("kind") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a '{kind}' checkpoint (found {found!r}).")
     if arch is not None:
-        diffs = diff_configs(state.get("arch", {}), arch)
-        if diffs:
-            raise CheckpointMismatchError(
-                f"{path} was written for another architecture/config:\n  - "
-                + "\n  - ".join(diffs)
-                + "\nUse the matching config, or delete the checkpoint to train from scratch."
-            )
+        check_arch(path, state.get("arch", {}), arch)
     return state
+
+
+def check_arch(path: str | os.PathLike, stored: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose ``arch`` record ``stored`` differs from ``expected``.
+
+    Raises:
+        CheckpointMismatchError: naming every differing key.
+    """
+    diffs = diff_configs(stored, expected)
+    if diffs:
+        raise CheckpointMismatchError(
+            f"{path} was written for another architecture/config:\n  - "
+            + "\n  - ".join(diffs)
+            + "\nUse the matching config, or delete the checkpoint to train from scratch."
+        )
 
 
 def _to_device(value: Any, device: str | torch.device) -> Any:

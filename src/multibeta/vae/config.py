@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from multibeta.core.config import ConfigError, Section
+from multibeta.core.image_size import IMAGE_SIZE, check_levels, default_channels
 from multibeta.models.vae import VAEArch, VAENetwork
 
 SigmaScheduleName = Literal["learned", "sinusoidal", "linear"]
@@ -106,8 +107,8 @@ class VAEConfig(Section):
                 )
         if self.sigma_schedule == "learned" and not self.sigma_min < self.sigma_max:
             raise ConfigError("vae.sigma_min must be smaller than vae.sigma_max")
-        if len(self.arch.channels) > 6:
-            raise ConfigError("vae.arch.channels: at most 6 levels (64x64 halves to 1x1)")
+        if self.arch.channels is not None and len(self.arch.channels) > 8:
+            raise ConfigError("vae.arch.channels: at most 8 levels (256x256 halves to 1x1)")
 
     def with_fixed_beta(self, beta: float | None) -> "VAEConfig":
         """A copy with ``fixed_beta`` replaced (for baselines)."""
@@ -115,10 +116,27 @@ class VAEConfig(Section):
         cfg.check()
         return cfg
 
-    def vae_arch(self, image_channels: int) -> VAEArch:
-        """The architecture of the model this section trains, for ``image_channels`` channels."""
+    def channels_for(self, image_size: int) -> tuple[int, ...]:
+        """``arch.channels``, or the default of the image size when the section leaves it (None).
+
+        Raises:
+            ConfigError: the widths do not fit the image size (naming both keys).
+        """
+        channels = default_channels(image_size) if self.arch.channels is None else tuple(self.arch.channels)
+        try:
+            check_levels(channels, image_size)
+        except ValueError as exc:
+            raise ConfigError(f"invalid config at 'vae.arch.channels': {exc}") from None
+        return channels
+
+    def vae_arch(self, image_channels: int, image_size: int = IMAGE_SIZE) -> VAEArch:
+        """The architecture of the model this section trains, for images ``[C, S, S]`` with
+        ``C = image_channels`` and ``S = image_size`` (the dataset file's)."""
+        network = {f.name: getattr(self.arch, f.name) for f in dataclasses.fields(self.arch)}
+        network["channels"] = self.channels_for(image_size)
         return VAEArch(
             image_channels=int(image_channels),
+            image_size=int(image_size),
             latent_dim=self.latent_dim,
             beta_min=self.beta_min,
             beta_max=self.beta_max,
@@ -126,7 +144,7 @@ class VAEConfig(Section):
             sigma_schedule=self.sigma_schedule,
             sigma_min=self.sigma_min,
             sigma_max=self.sigma_max,
-            **{f.name: getattr(self.arch, f.name) for f in dataclasses.fields(self.arch)},
+            **network,
         )
 
     def training_dict(self) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def evaluate_levels(
 
     Args:
         model: the trained VAE (on ``device``).
-        images: images ``[N, C, 64, 64]`` (float in [0, 1] or uint8), a source, or a dataset
+        images: images ``[N, C, S, S]`` (float in [0, 1] or uint8), a source, or a dataset
             path (its ``validation`` split).
         t_levels: levels ``[K]``.
         metric: ``bce`` or ``mse`` (see :func:`rec_metric_for`).
@@ -144,7 +144,7 @@ def evaluate_levels(
 @torch.no_grad()
 def reconstructions(model: MultiBetaVAE, images: torch.Tensor, t_levels: Sequence[float] | np.ndarray,
                     *, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Decoded posterior means ``[K, n, C, 64, 64]`` in [0, 1] of ``images`` ``[n, C, 64, 64]``."""
+    """Decoded posterior means ``[K, n, C, S, S]`` in [0, 1] of ``images`` ``[n, C, S, S]``."""
     x = images.float().to(device)
     if images.dtype == torch.uint8:
         x = x / 255.0

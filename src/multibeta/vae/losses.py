@@ -84,7 +84,7 @@ def l1_reconstruction(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class PatchDiscriminator(nn.Module):
     """Patch-GAN discriminator (pix2pix / taming-transformers ``NLayerDiscriminator``).
 
-    Images ``[N, C, 64, 64]`` in [0, 1] -> patch logits ``[N, 1, h, w]``.
+    Images ``[N, C, S, S]`` in [0, 1] -> patch logits ``[N, 1, h, w]``.
     """
 
     def __init__(self, image_channels: int, channels: int, layers: int) -> None:
@@ -183,7 +183,7 @@ class VAEObjective(nn.Module):
 
     def forward(self, model: MultiBetaVAE, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
                 ) -> LossTerms:
-        """Loss of images ``x`` ``[N, C, 64, 64]`` at levels ``t`` ``[N]`` (or ``[1]``).
+        """Loss of images ``x`` ``[N, C, S, S]`` at levels ``t`` ``[N]`` (or ``[1]``).
 
         ``eps`` ``[N, d]`` is the standard normal noise of z_t = μ_t + σ_t ε.
         """

@@ -22,6 +22,7 @@ dedicated CPU ``torch.Generator`` whose state is checkpointed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -34,7 +35,8 @@ import torch
 from tqdm.auto import tqdm
 
 from multibeta.core.schedules import lr_factor
-from multibeta.data.sources import ImageSource
+from multibeta.core.image_size import IMAGE_SIZE, IMAGE_SIZES
+from multibeta.data.sources import ImageSource, image_size_of
 from multibeta.models.vae import MultiBetaVAE
 from multibeta.training.csv_log import CsvLog
 from multibeta.training.ema import EMA
@@ -54,13 +56,15 @@ logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- data sources
 class TensorSource:
-    """An in-memory image tensor ``[N, C, 64, 64]`` (uint8 in 0..255 or float in [0, 1])."""
+    """An in-memory image tensor ``[N, C, S, S]`` (uint8 in 0..255 or float in [0, 1]), S one of
+    the ``data.image_size`` values."""
 
     def __init__(self, images: torch.Tensor) -> None:
-        if images.ndim != 4 or tuple(images.shape[2:]) != (64, 64):
-            raise ValueError(f"expected images [N, C, 64, 64], got {tuple(images.shape)}")
+        if images.ndim != 4 or images.shape[2] != images.shape[3] or int(images.shape[2]) not in IMAGE_SIZES:
+            raise ValueError(f"expected images [N, C, S, S] with S in {list(IMAGE_SIZES)}, got {tuple(images.shape)}")
         self.images = images
         self.channels = int(images.shape[1])
+        self.image_size = int(images.shape[2])
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -81,6 +85,7 @@ class H5Source:
         if len(self.dataset) == 0:
             raise ValueError(f"{self.path}: split {split!r} has no images")
         self.channels = int(self.dataset.channels)
+        self.image_size = int(self.dataset.image_size)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -150,7 +155,9 @@ class VAETrainer:
         self.progress = progress
 
         seed_everything(cfg.seed)
-        self.arch = cfg.vae_arch(source.channels)
+        self.arch = cfg.vae_arch(source.channels, image_size_of(source))
+        # the section's widths as trained (None in a section means the image size's default)
+        self.cfg = cfg = dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch, channels=self.arch.channels))
         self.model: MultiBetaVAE = MultiBetaVAE(self.arch).to(self.device)
         self.objective = VAEObjective(self.model, cfg).to(self.device)
         self.fixed_t = self.model.fixed_t
@@ -337,7 +344,8 @@ class VAETrainer:
     def differences(self, state: dict[str, Any]) -> list[str]:
         """The architecture and training settings in which ``state`` differs from this run."""
         old = {k: v for k, v in state.get("config", {}).items() if k not in NON_TRAINING_KEYS}
-        return (diff_configs(state.get("arch", {}), self.arch.to_dict(), prefix="arch.")
+        arch = {"image_size": IMAGE_SIZE, **state.get("arch", {})}  # states before image sizes: 64
+        return (diff_configs(arch, self.arch.to_dict(), prefix="arch.")
                 + diff_configs(old, self.cfg.training_dict(), prefix="vae."))
 
     def load_partial(self, state: dict[str, Any]) -> int:
@@ -473,7 +481,7 @@ def train_vae(
     Args:
         cfg: the ``vae`` config.
         data: the dataset file (its ``train`` split is used), an image tensor
-            ``[N, C, 64, 64]`` (uint8 or float in [0, 1]) or an :class:`ImageSource`.
+            ``[N, C, S, S]`` (uint8 or float in [0, 1]) or an :class:`ImageSource`.
         checkpoint_path: where the final ``kind="vae"`` checkpoint goes.
         log_csv: CSV of loss terms every ``vae.log_every`` steps (None: no CSV).
         runtime: device and precision (``multibeta.utils.device.select_runtime``).

@@ -14,11 +14,14 @@ from typing import Any, Callable
 import numpy as np
 
 from multibeta.core.config import from_section
+from multibeta.core.image_size import check_levels, patch_gan_fits
 from multibeta.sampling.config import SamplingConfig
 from multibeta.workflow.config import ConfigError
 
 #: Images of the full procedural dSprites grid.
 DSPRITES_IMAGES = 737_280
+#: Images of the published benchmark files (multibeta.data.shapes3d / mpi3d NUM_IMAGES).
+PUBLISHED_IMAGES = {"shapes3d": 480_000, "mpi3d": 1_036_800}
 
 
 def _fail(key: str, value: Any, allowed: str, fix: str) -> None:
@@ -39,6 +42,18 @@ def _vae(cfg: dict[str, Any]) -> None:
     if vae["sigma_schedule"] == "learned" and not vae["sigma_min"] < vae["sigma_max"]:
         _fail("vae.sigma_max", vae["sigma_max"], f"must be larger than vae.sigma_min ({vae['sigma_min']})",
               "Raise vae.sigma_max (below 1) or lower vae.sigma_min.")
+    size = cfg["data"]["image_size"]
+    channels = vae["arch"]["channels"]
+    if channels is not None:
+        try:
+            check_levels(tuple(channels), size)
+        except ValueError as exc:
+            raise ConfigError(f"invalid config at 'vae.arch.channels': {channels!r} — {exc}") from None
+    gan = vae["gan"]
+    if vae["reconstruction"] == "l1_lpips" and gan["weight"] > 0 and not patch_gan_fits(size, gan["disc_layers"]):
+        _fail("vae.gan.disc_layers", gan["disc_layers"],
+              f"{size}x{size} images (data.image_size) leave no patches after {gan['disc_layers']} strided layers "
+              "(data.image_size / 2^disc_layers must be at least 4)", "Use fewer discriminator layers.")
 
 
 def _training_images(cfg: dict[str, Any]) -> int | None:
@@ -55,6 +70,13 @@ def _data(cfg: dict[str, Any]) -> None:
     if data["name"] == "dsprites" and data["size"] is not None and data["size"] > DSPRITES_IMAGES:
         _fail("data.size", data["size"], f"dSprites has {DSPRITES_IMAGES:,} images",
               "Use a smaller size, or null for all of them.")
+    for name, total in PUBLISHED_IMAGES.items():
+        if data["name"] == name and data["size"] is not None and data["size"] > total:
+            _fail("data.size", data["size"], f"the published {name} file has {total:,} images",
+                  "Use a smaller size, or null for all of them.")
+    if data["name"] == "dsprites" and data["image_size"] != 64:
+        _fail("data.image_size", data["image_size"], "dSprites exists only at 64x64",
+              "Set data.image_size to 64 (or leave it out) for dSprites.")
     if data["val_fraction"] + data["test_fraction"] >= 1.0:
         _fail("data.test_fraction", data["test_fraction"],
               f"data.val_fraction + data.test_fraction must stay below 1 (val is {data['val_fraction']})",
@@ -94,10 +116,14 @@ def _metrics(cfg: dict[str, Any]) -> None:
         _fail("metrics.primary_basis", metrics["primary_basis"],
               f"must be one of metrics.rotations {metrics['rotations']}",
               "Add it to metrics.rotations or choose one of them.")
-    if cfg["data"]["name"] != "dsprites" and "factor_classifier" in metrics["generation"]["feature_spaces"]:
+    data = cfg["data"]
+    no_factors = data["name"] == "celeba" or (data["name"] == "folder" and not data["folder"]["labels"])
+    if no_factors and "factor_classifier" in metrics["generation"]["feature_spaces"]:
+        what = "CelebA" if data["name"] == "celeba" else "an image folder without a labels CSV (data.folder.labels)"
         _fail("metrics.generation.feature_spaces", metrics["generation"]["feature_spaces"],
-              f"factor_classifier needs data with ground-truth factors (dSprites), not {cfg['data']['name']}",
-              "Use [inception] for CelebA.")
+              f"factor_classifier needs data with ground-truth factors (dSprites, Shapes3D, MPI3D, or an "
+              f"image folder whose CSV has factor columns), not {what}",
+              f"Use [inception] for {what}.")
 
 
 CHECKS: tuple[Callable[[dict[str, Any]], None], ...] = (_vae, _data, _sampling, _levels, _metrics)

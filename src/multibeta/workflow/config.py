@@ -129,7 +129,8 @@ def validate(instance: dict[str, Any], schema_name: str = TOP_SCHEMA) -> dict[st
 def resolve_config(raw: dict[str, Any]) -> dict[str, Any]:
     """Return a validated deep copy of ``raw`` with every default filled in.
 
-    ``results_dir`` is normalised once here (``results/`` and ``./results`` become
+    ``vae.arch.channels: null`` becomes the default widths of ``data.image_size``
+    (:func:`fill_image_size_defaults`). ``results_dir`` is normalised once here (``results/`` and ``./results`` become
     ``results``), so every output path built from it matches Snakemake's own paths.
 
     Raises:
@@ -137,7 +138,18 @@ def resolve_config(raw: dict[str, Any]) -> dict[str, Any]:
     """
     cfg = validate(copy.deepcopy(raw if raw is not None else {}))
     cfg["results_dir"] = normalise_results_dir(cfg["results_dir"])
+    fill_image_size_defaults(cfg)
     return cfg
+
+
+def fill_image_size_defaults(cfg: dict[str, Any]) -> None:
+    """Fill ``vae.arch.channels: null`` with the default of ``data.image_size`` (in place), so
+    every rule, hash and bundle sees the widths (at 64 exactly the widths of before)."""
+    from multibeta.core.image_size import default_channels
+
+    arch = cfg.get("vae", {}).get("arch", {})
+    if arch.get("channels") is None and "data" in cfg:
+        arch["channels"] = list(default_channels(cfg["data"]["image_size"]))
 
 
 def normalise_results_dir(value: str) -> str:

@@ -14,6 +14,7 @@ so two experiments with the same data section read one file.
 from __future__ import annotations
 
 import copy
+from functools import lru_cache
 from typing import Any
 
 from multibeta.utils.io import canonical_json, config_hash
@@ -70,9 +71,31 @@ def expand_experiments(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return experiments
 
 
+#: Keys of the data section added after datasets were first prepared (issue #24). At their
+#: defaults they are left out of a dataset's identity, so every dataset prepared before keeps
+#: its folder and is not rebuilt; any other value is part of it.
+LATER_DATA_KEYS = ("image_size", "folder", "shapes3d", "mpi3d")
+
+
+@lru_cache(maxsize=1)
+def _data_defaults() -> dict[str, Any]:
+    from multibeta.workflow.config import section_defaults
+
+    return section_defaults("data")
+
+
+def data_identity(data_section: dict[str, Any]) -> dict[str, Any]:
+    """The data section without the :data:`LATER_DATA_KEYS` that hold their schema defaults:
+    what names a prepared dataset (:func:`dataset_id`) and what rule prepare_data receives
+    (which fills the defaults back in)."""
+    defaults = _data_defaults()
+    return {k: v for k, v in data_section.items()
+            if not (k in LATER_DATA_KEYS and k in defaults and v == defaults[k])}
+
+
 def dataset_id(data_section: dict[str, Any]) -> str:
-    """Folder name of a prepared dataset: its name plus a hash of the whole data section."""
-    return f"{data_section['name']}-{config_hash(data_section, length=10)}"
+    """Folder name of a prepared dataset: its name plus a hash of its :func:`data_identity`."""
+    return f"{data_section['name']}-{config_hash(data_identity(data_section), length=10)}"
 
 
 def canonical(section: Any) -> Any:
