@@ -72,7 +72,9 @@ def test_shapes3d_report_shows_the_per_factor_metrics(shapes3d_run: tuple[Path, 
     assert "recon_iou_to_input" not in scored[0]  # a dSprites ruler
     run = doc["generation"]["ddim_10"]
     assert run["factor_classifier"]["fid"] >= 0 and "render" not in run
-    assert "does not apply to shapes3d" in run["not_applicable"]["render"]
+    assert "render consistency does not apply to shapes3d" in run["not_applicable"]["render"]
+    sharpen = json.loads((base / "metrics" / "sharpen.json").read_text())
+    assert "does not apply" in sharpen["not_applicable"]["render"] and "iou_to_input" not in sharpen["levels"][0]["decoded"]
     assert set(doc["edits"]["factors"]) == {"floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"}
     report = (base / "report" / "report.md").read_text()
     assert "| MIG |" in report and "FactorVAE" in report and "Checks of the method" not in report  # dSprites thresholds

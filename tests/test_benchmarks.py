@@ -156,3 +156,17 @@ def test_a_wrong_or_truncated_mpi3d_file_is_refused_naming_the_expected_shape(
     with pytest.raises(mpi3d.MPI3DFileError, match=expected):
         prepare_dataset(mpi3d_section(source), results / "datasets" / "x" / "dataset.h5")
     assert_nothing_written(results)
+
+
+def test_prepare_fills_the_later_keys_as_the_schema_does() -> None:
+    """Rule prepare_data passes the data section without the keys added later at their defaults."""
+    from multibeta.data.prepare import LATER_KEYS, _with_defaults
+    from multibeta.workflow.experiments import LATER_DATA_KEYS, data_identity
+
+    assert LATER_KEYS == LATER_DATA_KEYS
+
+    full = section_defaults("data")
+    assert set(full) - set(data_identity(full)) == {"image_size", "folder", "shapes3d", "mpi3d"}
+    assert _with_defaults(data_identity(full)) == full
+    edited = section_defaults("data", {"name": "shapes3d", "shapes3d": {"path": "x.h5"}})
+    assert "shapes3d" in data_identity(edited) and _with_defaults(data_identity(edited)) == edited

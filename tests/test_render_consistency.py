@@ -152,3 +152,15 @@ def test_sharpening_scores_prefer_the_sharper_set() -> None:
         assert lvl["denoised"]["iou_to_input"] == 1.0 > lvl["decoded"]["iou_to_input"]
         assert lvl["denoised"]["mse"] == 0.0 < lvl["decoded"]["mse"]
         assert {"render_iou", "valid_fraction"} <= set(lvl["denoised"])
+
+
+def test_the_rulers_say_they_do_not_apply_to_a_classifier_of_other_data() -> None:
+    """A Shapes3D/MPI3D/folder classifier gets the reason, not a crash (rules check the dataset first)."""
+    from multibeta.metrics.factor_classifier import FactorClassifier
+    from multibeta.metrics.render_consistency import classifier_not_applicable, score_images
+
+    other = FactorClassifier(in_channels=3, factor_sizes=[10, 4], channels=4, width=8)
+    out = score_images(other, torch.zeros(2, 3, 64, 64))
+    assert set(out) == {"not_applicable"} and "does not apply" in out["not_applicable"]
+    dsprites = FactorClassifier(in_channels=1, factor_sizes=[3, 6, 40, 32, 32], channels=4, width=8)
+    assert classifier_not_applicable(dsprites) is None

@@ -11,9 +11,12 @@ dSprites is generated procedurally (or read from the original npz when
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +54,38 @@ def _dsprites_arrays(section: dict[str, Any]) -> tuple[DatasetArrays, dict[str, 
     return arrays, provenance
 
 
+#: Keys of the data section added after datasets were first prepared; rule prepare_data
+#: receives the section without those that hold their defaults
+#: (``multibeta.workflow.experiments.data_identity``), and :func:`prepare_dataset` fills them in.
+LATER_KEYS: tuple[str, ...] = ("image_size", "folder", "shapes3d", "mpi3d")
+
+
+def _with_defaults(data_section: dict[str, Any]) -> dict[str, Any]:
+    """``data_section`` with the :data:`LATER_KEYS` it lacks set to their schema defaults."""
+    missing = [k for k in LATER_KEYS if k not in data_section]
+    if not missing:
+        return data_section
+    defaults = _later_defaults()
+    return {**data_section, **{k: copy.deepcopy(defaults[k]) for k in missing}}
+
+
+@lru_cache(maxsize=1)
+def _later_defaults() -> dict[str, Any]:
+    """The defaults of :data:`LATER_KEYS`, read from ``workflow/schemas/`` (the one definition;
+    the data layer does not import the workflow layer's validator)."""
+    import yaml
+
+    schemas = Path(__file__).resolve().parents[3] / "workflow" / "schemas"
+    props = yaml.safe_load((schemas / "data.schema.yaml").read_text())["properties"]
+    folder = yaml.safe_load((schemas / "folder.schema.yaml").read_text())["properties"]
+
+    def fill(properties: dict[str, Any]) -> dict[str, Any]:
+        return {k: v["default"] for k, v in properties.items() if "default" in v}
+
+    return {"image_size": props["image_size"]["default"], "folder": fill(folder),
+            "shapes3d": fill(props["shapes3d"]["properties"]), "mpi3d": fill(props["mpi3d"]["properties"])}
+
+
 def prepare_dataset(
     data_section: dict[str, Any], out_path: str | os.PathLike, *, workers: int | None = None
 ) -> dict[str, Any]:
@@ -66,6 +101,7 @@ def prepare_dataset(
         ``generator_version`` and ``seconds``; dSprites adds ``on_fraction`` (fraction of
         non-zero pixels), the other sources what their own ``prepare_*`` returns.
     """
+    data_section = _with_defaults(data_section)
     name = data_section["name"]
     start = time.perf_counter()
     if name == "celeba":

@@ -81,6 +81,10 @@ class FactorClassifier(nn.Module):
         )
         self.heads = nn.ModuleList(nn.Linear(width, int(k)) for k in factor_sizes)
         self.in_channels = in_channels
+        self.factor_sizes = tuple(int(k) for k in factor_sizes)
+        self.image_size = int(image_size)
+        #: Names of the factors (set from the checkpoint by :func:`load_factor_classifier`).
+        self.factor_names: tuple[str, ...] | None = None
         # Set after training (fit_feature_normalisation): centre and one global scale.
         self.register_buffer("feature_mean", torch.zeros(width))
         self.register_buffer("feature_scale", torch.ones(()))
@@ -354,6 +358,7 @@ def load_factor_classifier(
         width=arch["width"], image_size=arch["image_size"],
     )
     model.load_state_dict(state["state_dict"])
+    model.factor_names = tuple(state["factor_names"]) if state.get("factor_names") else None
     model.eval().requires_grad_(False)
     return model.to(device), state
 

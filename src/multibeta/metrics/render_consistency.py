@@ -67,6 +67,22 @@ def not_applicable(metadata: dict) -> str | None:
             "dSprites renderer (single-channel 64x64 images of shape, scale, orientation, posX, posY)")
 
 
+def classifier_not_applicable(classifier: torch.nn.Module) -> str | None:
+    """None when ``classifier`` reads dSprites (its five factors, single-channel 64x64 images), so
+    these rulers apply to what it scores; else the reason they do not (a Shapes3D, MPI3D or
+    image-folder classifier). Classifiers without these attributes are taken for dSprites ones."""
+    sizes = getattr(classifier, "factor_sizes", None)
+    if sizes is None:
+        return None
+    names = getattr(classifier, "factor_names", None)
+    if (tuple(sizes) == FACTOR_SIZES and (not names or tuple(names) == FACTOR_NAMES)
+            and getattr(classifier, "in_channels", 1) == 1 and getattr(classifier, "image_size", IMAGE_SIZE) == IMAGE_SIZE):
+        return None
+    what = ", ".join(names) if names else f"{len(sizes)} factors"
+    return (f"render consistency does not apply to this data ({what}): it redraws dSprites' factors with the "
+            "dSprites renderer (single-channel 64x64 images of shape, scale, orientation, posX, posY)")
+
+
 def binarise(images: np.ndarray | torch.Tensor, threshold: float = BINARY_THRESHOLD) -> torch.Tensor:
     """Binary images bool ``[N, 64, 64]`` from ``[N, 1, 64, 64]`` uint8 (0..255) or float in [0, 1]."""
     x = torch.as_tensor(images)
@@ -285,9 +301,14 @@ def score_images(
         seed: seed of the coverage floor.
 
     Returns:
-        :func:`render_consistency` keys plus the optional ones above.
+        :func:`render_consistency` keys plus the optional ones above; for a classifier of other
+        data (:func:`classifier_not_applicable`) only ``{"not_applicable": reason}``.
     """
     from multibeta.metrics.factor_classifier import factor_accuracy, label_symmetry, predict_probabilities
+
+    reason = classifier_not_applicable(classifier)
+    if reason is not None:
+        return {"not_applicable": reason}
 
     probs = predict_probabilities(classifier, images, device)
     fit = render_fit(images, probs)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from multibeta.metrics.render_consistency import binarise, iou, score_images
+from multibeta.metrics.render_consistency import binarise, classifier_not_applicable, iou, score_images
 from multibeta.sampling.edit import SharpenResult
 
 
@@ -21,10 +21,14 @@ def score_sharpening(result: SharpenResult, *, classifier: torch.nn.Module | Non
                      device: torch.device | str = "cpu") -> dict[str, Any]:
     """``{"levels": [{"t_b", "decoded": {...}, "denoised": {...}}, ...], "n_images"}``.
 
-    Each of ``decoded``/``denoised`` holds ``mse`` and, with ``classifier`` (dSprites images),
-    ``iou_to_input``, ``render_iou`` and ``valid_fraction``.
+    Each of ``decoded``/``denoised`` holds ``mse`` and, with a dSprites ``classifier``,
+    ``iou_to_input``, ``render_iou`` and ``valid_fraction``; a classifier of other data adds
+    ``not_applicable: {"render": reason}`` instead (:func:`classifier_not_applicable`).
     """
     inputs = result.inputs
+    reason = None if classifier is None else classifier_not_applicable(classifier)
+    if reason is not None:
+        classifier = None
     levels = []
     for k, t_b in enumerate(result.levels):
         entry: dict[str, Any] = {"t_b": float(t_b)}
@@ -36,4 +40,7 @@ def score_sharpening(result: SharpenResult, *, classifier: torch.nn.Module | Non
                 scores.update(render_iou=ruler["render_iou"], valid_fraction=ruler["valid_fraction"])
             entry[name] = scores
         levels.append(entry)
-    return {"levels": levels, "n_images": int(len(inputs))}
+    out: dict[str, Any] = {"levels": levels, "n_images": int(len(inputs))}
+    if reason is not None:
+        out["not_applicable"] = {"render": reason}
+    return out

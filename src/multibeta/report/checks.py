@@ -49,7 +49,8 @@ def best_few_step_run(generation: dict[str, Any]) -> tuple[str, dict[str, Any]] 
     """The multibeta run of at most :data:`FEW_STEP_NFE` network evaluations per sample with
     the highest fraction of valid samples (ties: lower domain FD)."""
     runs = [(name, doc) for name, doc in generation.items()
-            if doc["run"]["variant"] == "multibeta" and _nfe(doc) <= FEW_STEP_NFE and "render" in doc]
+            if doc["run"]["variant"] == "multibeta" and _nfe(doc) <= FEW_STEP_NFE
+            and "valid_fraction" in doc.get("render", {})]
     if not runs:
         return None
     return max(runs, key=lambda kv: (kv[1]["render"]["valid_fraction"],

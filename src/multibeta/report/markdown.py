@@ -65,7 +65,7 @@ def generation_table(generation: dict[str, Any]) -> str:
     """One row per sampling run: variant, solver, steps, η, start prior, then FD/KID per space,
     and on dSprites the fraction of valid samples, their render IoU and the worst factor TV."""
     spaces = sorted({k for doc in generation.values() for k in ("factor_classifier", "inception") if k in doc})
-    render = any("render" in doc for doc in generation.values())
+    render = any(render_scores(doc) for doc in generation.values())
     headers = ["run", "variant", "solver", "steps", "η", "prior", "samples"]
     for space in spaces:
         label = "domain" if space == "factor_classifier" else "Inception"
@@ -83,7 +83,7 @@ def generation_table(generation: dict[str, Any]) -> str:
             m = doc.get(space, {})
             row += [_fmt(m.get("fid"), "{:.3f}"), _fmt(m.get("kid_mean"), "{:.4f}")]
         if render:
-            r = doc.get("render", {})
+            r = render_scores(doc) or {}
             row += [_fmt(r.get("valid_fraction"), "{:.3f}"), _fmt(r.get("render_iou"), "{:.3f}"),
                     _fmt(r.get("tv_max"), "{:.3f}")]
         row.append(_fmt(doc.get("timing", {}).get("samples_per_s"), "{:.1f}"))
@@ -98,13 +98,20 @@ def coverage_table(generation: dict[str, Any]) -> str:
     headers = ["run"] + [f"TV {f}" for f in factors] + ["valid square", "valid ellipse", "valid heart"]
     rows = []
     for name, doc in generation.items():
-        r = doc.get("render")
+        r = render_scores(doc)
         if not r:
             continue
         row = [name] + [f"{r[f'tv.{f}']:.3f} ({r[f'tv_floor.{f}']:.3f})" for f in factors]
         row += [_fmt(r.get(f"valid_fraction.{shape}"), "{:.3f}") for shape in ("square", "ellipse", "heart")]
         rows.append(row)
     return table(headers, rows)
+
+
+def render_scores(run: dict[str, Any]) -> dict[str, Any] | None:
+    """A generation run's render-consistency scores (dSprites), None where there are none or
+    they did not apply (``{"not_applicable": reason}`` on other data)."""
+    r = run.get("render")
+    return r if r and "not_applicable" not in r else None
 
 
 def classifier_table(accuracy: dict[str, Any]) -> str:
@@ -263,16 +270,17 @@ def render_report(doc: dict[str, Any], *, out_path: str | os.PathLike, figures: 
            if any("factor_classifier" in run for run in doc["generation"].values()) else "")
         + ("; valid = fraction of samples within IoU 0.9 of the rendering of their predicted factors, "
            "max TV = largest total variation distance of the shape, scale, x or y distribution from the data's"
-           if any("render" in run for run in doc["generation"].values()) else "")
+           if any(render_scores(run) for run in doc["generation"].values()) else "")
         + ".",
         "",
         generation_table(doc["generation"]),
     ]
+    # rule generation_metrics records why the rulers did not apply under not_applicable.render
     not_applicable = sorted({run["not_applicable"]["render"] for run in doc["generation"].values()
                              if "render" in run.get("not_applicable", {})})
     if not_applicable:
         parts += ["", f"Valid fraction and factor coverage: not computed ({not_applicable[0]})."]
-    if any("render" in run for run in doc["generation"].values()):
+    if any(render_scores(run) for run in doc["generation"].values()):
         parts += ["", "Factor coverage of the samples: TV distance from the data per factor (in brackets: "
                   "what sampling noise alone gives at the same number of images; orientation folded by "
                   "each shape's symmetry), and the valid fraction per predicted shape.", "",

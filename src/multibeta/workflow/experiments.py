@@ -74,7 +74,7 @@ def expand_experiments(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
 #: Keys of the data section added after datasets were first prepared (issue #24). At their
 #: defaults they are left out of a dataset's identity, so every dataset prepared before keeps
 #: its folder and is not rebuilt; any other value is part of it.
-LATER_DATA_KEYS = ("image_size", "folder", "shapes3d", "mpi3d")
+LATER_DATA_KEYS = ("image_size", "folder", "shapes3d", "mpi3d")  # = multibeta.data.prepare.LATER_KEYS
 
 
 @lru_cache(maxsize=1)
