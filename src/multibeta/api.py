@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from multibeta.core.config import ConfigError, from_section
 from multibeta.sampling.config import SampleRunConfig
 from multibeta.sampling.edit import denoise_to_zero, encode_images
 from multibeta.sampling.grids import save_sample_grid
-from multibeta.sampling.samplers import decode_latents, sample_latents
+from multibeta.sampling.samplers import StartMode, decode_latents, sample_latents
 from multibeta.sampling.settings import SamplerSettings
 from multibeta.utils.device import Runtime, select_runtime
 
@@ -216,21 +216,21 @@ class MultiBeta:
                               device=self.runtime, progress=self.progress)
 
     def denoise(self, z: torch.Tensor, t_b: float, settings: SamplerSettings | None = None, *,
-                start: str = "noise_free", inversion_steps: int = 1) -> torch.Tensor:
+                start: StartMode = "noise_free", inversion_steps: int = 1) -> torch.Tensor:
         """Latents ``[N, d]`` at level ``t_b`` denoised to t = 0 (``[N, d]``); ``start`` as
         ``sampling.sharpen.start`` (noise_free, forward or inversion)."""
         return denoise_to_zero(self.denoiser, self.sigma, torch.as_tensor(z, dtype=torch.float32),
                                self._own(settings or self.edit_settings), t_b=_level(t_b, "t_b"),
-                               start=start, inversion_steps=inversion_steps,  # type: ignore[arg-type]
+                               start=start, inversion_steps=inversion_steps,
                                device=self.runtime, progress=self.progress)
 
-    def sharpen_start(self) -> tuple[str, int]:
+    def sharpen_start(self) -> tuple[StartMode, int]:
         """Where the experiment's sharpening chains start: (``sampling.sharpen.start``,
         ``inversion_steps``); configs written before the option had the noise-free start (or
         ``add_noise: true``, a forward draw)."""
         section = self.bundle.config.get("sampling", {}).get("sharpen", {})
         default = "forward" if section.get("add_noise") else "noise_free"
-        return str(section.get("start", default)), int(section.get("inversion_steps", 1))
+        return cast(StartMode, str(section.get("start", default))), int(section.get("inversion_steps", 1))
 
     def sharpen(self, images: ImagesLike, t_b: float, settings: SamplerSettings | None = None) -> torch.Tensor:
         """Encode at ``t_b`` (blurred, high β), denoise to t = 0 from the experiment's sharpening

@@ -70,6 +70,7 @@ import numpy as np
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
+from multibeta.data.image_files import compact_rows, default_workers
 from multibeta.data.imaging import RESIZE_FILTERS as IMAGING_FILTERS
 
 logger = logging.getLogger(__name__)
@@ -635,22 +636,6 @@ def _describe_bad(bad: dict[str, str]) -> str:
     return "\n".join(listed + more)
 
 
-def _compact(images: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """``images[ok]`` without a second full-size copy (rows moved down in place)."""
-    for dst, src in enumerate(np.flatnonzero(ok)):
-        if dst != src:
-            images[dst] = images[src]
-    return images[: int(ok.sum())]
-
-
-def default_workers() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def prepare_celeba(
     data_section: dict[str, Any], out_path: str | os.PathLike, *, workers: int | None = None,
 ) -> dict[str, Any]:
@@ -701,7 +686,7 @@ def prepare_celeba(
             raise CelebACorruptImages(f"{message}\n{hint}")
         logger.warning("%s\nskipped (data.celeba.on_corrupt: skip)", message)
     keep = rows[ok]
-    images = _compact(images, ok) if bad else images
+    images = compact_rows(images, ok) if bad else images
     preprocessing = {
         "crop": cfg.crop, "resize_filter": cfg.resize_filter, "splits": list(cfg.splits),
         "subset": cfg.subset, "size": cfg.size, "n_listed": len(filenames),

@@ -47,6 +47,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from multibeta.data.image_files import compact_rows, default_workers
 from multibeta.data.imaging import center_square, resample_code, to_chw
 from multibeta.data.subsets import draw_rows, make_split
 
@@ -357,22 +358,6 @@ def _match_labels(found: list[str], table: LabelTable | None) -> tuple[list[str]
     return candidates, table.values[[row_of[n] for n in candidates]].reshape(len(candidates), -1), bad
 
 
-def _compact(images: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """``images[ok]`` moved down in place (no second copy); a view of the first rows."""
-    for dst, src in enumerate(np.flatnonzero(ok)):
-        if dst != src:
-            images[dst] = images[src]
-    return images[: int(ok.sum())]
-
-
-def default_workers() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def prepare_folder(data_section: dict[str, Any], out_path: str | os.PathLike, *, workers: int | None = None
                    ) -> dict[str, Any]:
     """Read the user's image folder (and labels CSV) and write the dataset file at ``out_path``.
@@ -435,7 +420,7 @@ def prepare_folder(data_section: dict[str, Any], out_path: str | os.PathLike, *,
         elif not n:
             raise FolderBadFiles(f"no images ({', '.join(EXTENSIONS)}) found under data.folder.root = {cfg.root}")
         keep = [name for name, good in zip(candidates, ok) if good]
-        images = _compact(np.memmap(scratch, dtype=np.uint8, mode="r+", shape=shape), ok)
+        images = compact_rows(np.memmap(scratch, dtype=np.uint8, mode="r+", shape=shape), ok)
         labels = _label_arrays(table, None if label_rows is None else label_rows[ok])
         split = make_split(len(keep), cfg.val_fraction, cfg.test_fraction, cfg.seed)
         preprocessing = {

@@ -45,7 +45,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import r2_score
 
 from multibeta.sampling.edit import Directions, Encoder, denoise_to_zero, encode_images
-from multibeta.sampling.samplers import Decoder, Denoiser, SigmaFn, decode_latents
+from multibeta.sampling.samplers import Decoder, Denoiser, SigmaFn, StartMode, decode_latents
 from multibeta.sampling.settings import SamplerSettings
 from multibeta.utils.device import Runtime
 
@@ -399,7 +399,7 @@ def denoise_function(
     *,
     t_b: float,
     settings: SamplerSettings,
-    start: str = "noise_free",
+    start: StartMode = "noise_free",
     device: torch.device | str | Runtime = "cpu",
 ) -> LatentMap:
     """``z [N, d] at level t_b -> z_0 [N, d]``: the sampler run from t_b to 0.
@@ -410,7 +410,7 @@ def denoise_function(
     """
 
     def denoise(z: torch.Tensor) -> torch.Tensor:
-        return denoise_to_zero(model, sigma, z, settings, t_b=t_b, start=start,  # type: ignore[arg-type]
+        return denoise_to_zero(model, sigma, z, settings, t_b=t_b, start=start,
                                device=device, progress=False)
 
     return denoise
