@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from multibeta.core.config import Section
+from multibeta.utils.bases import IcaSettings
 
 FeatureSpaceName = Literal["inception", "factor_classifier"]
 DciEstimator = Literal["gbt", "random_forest", "logistic"]
@@ -113,6 +114,7 @@ class MetricsConfig(Section):
     seed: int
     levels: tuple[float, ...] | None
     rotations: tuple[str, ...]
+    ica: IcaSettings
     primary_basis: str
     weights_dir: str
     inception_weights: str | None

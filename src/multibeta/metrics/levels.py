@@ -23,12 +23,14 @@ from multibeta.data.h5io import read_images, read_labels, read_metadata
 from multibeta.metrics.config import MetricsConfig, select_levels
 from multibeta.metrics.dci import compute_dci
 from multibeta.metrics.disentanglement import compute_disentanglement
+from multibeta.metrics.factorvae import compute_factorvae
+from multibeta.metrics.mig import compute_mig
 from multibeta.metrics.render_consistency import not_applicable, score_images
 from multibeta.metrics.reconstruction import compute_reconstruction, wants_lpips
 from multibeta.models.lpips import load_lpips
 from multibeta.sampling.edit import encode_images
 from multibeta.sampling.samplers import decode_latents
-from multibeta.utils.bases import fit_basis
+from multibeta.utils.bases import DEFAULT_ICA, IcaSettings, distinct_optima, fit_basis, fit_ica_restarts
 from multibeta.utils.device import Runtime
 
 logger = logging.getLogger(__name__)
@@ -93,13 +95,20 @@ def level_metrics(
     if not disentangle or (labels.factor_classes is None and labels.attributes is None):
         return out
     for rotation in cfg.rotations:
+        basis = fit_basis(codes, rotation, seed=cfg.seed, ica=cfg.ica, n_jobs=torch.get_num_threads())
         scores = compute_disentanglement(
-            rotate(codes, rotation, cfg.seed), cfg, factor_classes=labels.factor_classes,
+            basis.transform(codes), cfg, factor_classes=labels.factor_classes,
             factor_names=labels.factor_names, attributes=labels.attributes,
             attribute_names=labels.attribute_names,
         )
-        prefix = "" if rotation == "identity" else f"{rotation}_"
+        prefix = basis_prefix(rotation)
         out.update({f"{prefix}{key}": value for key, value in scores.items()})
+        if rotation == "ica":  # how the basis was fitted: did the chosen start converge
+            out.update({f"ica_fit_{key}": value for key, value in basis.fit.items()})
+            if not basis.fit["converged"]:
+                logger.warning("ICA did not converge within metrics.ica.max_iter=%d iterations in any of "
+                               "%d starts; the ica_ scores of this level come from an unconverged basis",
+                               cfg.ica.max_iter, cfg.ica.restarts)
     return out
 
 
@@ -115,13 +124,39 @@ def classifier_accuracy(classifier: torch.nn.Module, images: torch.Tensor, label
     return factor_accuracy(predicted, labels, names, None)
 
 
-def rotate(codes: np.ndarray, rotation: str, seed: int = 0) -> np.ndarray:
+def rotate(codes: np.ndarray, rotation: str, seed: int = 0, ica: IcaSettings = DEFAULT_ICA) -> np.ndarray:
     """``codes`` [N, d] in the basis ``rotation`` (:mod:`multibeta.utils.bases`): ``identity``,
     ``pca`` (centred, projected onto the principal axes in order of decreasing variance; no
-    rescaling) or ``ica`` (independent components, unit variance). No labels are used."""
+    rescaling) or ``ica`` (independent components, unit variance; the best of ``ica``'s
+    restarts). No labels are used."""
     if rotation == "identity":
         return codes
-    return fit_basis(codes, rotation, seed=seed).transform(codes)
+    return fit_basis(codes, rotation, seed=seed, ica=ica).transform(codes)
+
+
+#: Scores listed per ICA optimum in :func:`ica_optima_scores` (the report's headline pair).
+SPREAD_SCORES = ("factorvae_score", "mig")
+
+
+def ica_optima_scores(codes: np.ndarray, labels: Labels, cfg: MetricsConfig) -> dict[str, Any]:
+    """The distinct optima that ``metrics.ica.restarts`` FastICA starts reach on ``codes`` [N, d],
+    best objective first, each with the number of starts that reached it and its scores
+    (:data:`SPREAD_SCORES`), and the range of each score over them: how much the ica_ scores
+    would move if another optimum were chosen."""
+    fits = fit_ica_restarts(codes, seed=cfg.seed, settings=cfg.ica, n_jobs=torch.get_num_threads())
+    optima = []
+    for fit, count in distinct_optima(fits):
+        sources = fit.basis.transform(codes)
+        optima.append({
+            "objective": fit.objective, "starts": count, "seed": fit.seed,
+            "factorvae_score": compute_factorvae(sources, labels.factor_classes, cfg.factorvae,
+                                                 seed=cfg.seed)["factorvae_score"],
+            "mig": compute_mig(sources, labels.factor_classes, cfg.mig, seed=cfg.seed)["mig"],
+        })
+    spread = {key: [min(o[key] for o in optima), max(o[key] for o in optima)]
+              for key in SPREAD_SCORES if optima and key in optima[0]}
+    return {"restarts": len(fits), "converged": sum(f.converged for f in fits), "optima": optima,
+            "range": spread}
 
 
 def evaluate_cache_levels(
@@ -159,6 +194,12 @@ def evaluate_cache_levels(
     out: dict[str, Any] = {"levels": levels}
     if labels.factor_classes is not None and cfg.dci.best_level_estimator is not None:
         out["best_level_dci"] = best_level_dci(cache, levels, labels, cfg)
+    if labels.factor_classes is not None and "ica" in cfg.rotations and selected:
+        best = max(range(len(levels)), key=lambda i: levels[i].get("ica_factorvae_score", float("-inf")))
+        k = int(np.argmin(np.abs(np.asarray(cache.t) - levels[best]["t"])))
+        out["ica_optima"] = {"t": levels[best]["t"], "beta": levels[best]["beta"],
+                             **ica_optima_scores(cache.level(k), labels, cfg)}
+        logger.info("ICA optima at the best level t=%.3f: %s", levels[best]["t"], out["ica_optima"])
     return out
 
 
@@ -179,8 +220,8 @@ def best_level_dci(cache: Any, levels: list[dict[str, Any]], labels: Labels, cfg
     out: dict[str, Any] = {"t": float(t), "beta": levels[best]["beta"], "selected_by": key,
                            "estimator": cfg.dci.best_level_estimator}
     for basis in dict.fromkeys((cfg.primary_basis, "identity")):
-        result = compute_dci(rotate(codes, basis, cfg.seed), labels.factor_classes, dci_cfg, seed=cfg.seed,
-                             factor_names=labels.factor_names)
+        result = compute_dci(rotate(codes, basis, cfg.seed, cfg.ica), labels.factor_classes, dci_cfg,
+                             seed=cfg.seed, factor_names=labels.factor_names)
         out[basis] = result
         logger.info("best level t=%.3f, %s basis, DCI (%s): %s", t, basis, dci_cfg.estimator, result)
     return out

@@ -208,6 +208,35 @@ def basis_table(levels: list[dict[str, Any]], bases: Sequence[str], primary: str
     return table(headers, rows)
 
 
+def ica_fit_text(levels: list[dict[str, Any]], optima: dict[str, Any] | None) -> list[str]:
+    """How the ICA basis was fitted: per scored level whether the chosen start converged, and the
+    distinct optima of the starts at the best level with their scores (the spread over restarts)."""
+    fitted = [lvl for lvl in levels if "ica_fit_converged" in lvl]
+    if not fitted:
+        return []
+    unconverged = [f"{lvl['t']:.3f}" for lvl in fitted if not lvl["ica_fit_converged"]]
+    restarts = fitted[0].get("ica_fit_restarts")
+    parts = [f"ICA basis: best of {restarts} FastICA starts per level by the ICA objective; "
+             + (f"**no start converged at t = {', '.join(unconverged)}** (metrics.ica.max_iter), "
+                "so the ica_ scores there come from an unconverged basis."
+                if unconverged else "the chosen start converged at every scored level ("
+                + ", ".join(f"t = {lvl['t']:.3f}: {lvl.get('ica_fit_restarts_converged')}/{restarts} starts"
+                            for lvl in fitted) + " converged).")]
+    if optima and optima.get("optima"):
+        keys = [(k, label) for k, label in (("factorvae_score", "FactorVAE"), ("mig", "MIG"),
+                                           ("dci_disentanglement", "DCI-D (RF)"), ("sap", "SAP"))
+                if k in optima["optima"][0]]
+        rows = [[str(i + 1), f"{1e3 * o['objective']:.3f}", str(o["starts"])]
+                + [f"{o[k]:.3f}" for k, _ in keys] for i, o in enumerate(optima["optima"])]
+        rows.append(["range", "", ""] + [f"{optima['range'][k][0]:.3f} – {optima['range'][k][1]:.3f}"
+                                         for k, _ in keys])
+        parts += ["", f"The distinct optima the starts reached at the best ICA level (t = {optima['t']:.3f}), "
+                  "best objective first (the first is the basis scored above); how far the ica_ scores would "
+                  "move with another optimum:", "",
+                  table(["optimum", "objective ×1e3", "starts"] + [label for _, label in keys], rows)]
+    return [""] + parts
+
+
 def best_dci_table(best: dict[str, Any]) -> str:
     """DCI at the best level with the published estimator, per basis."""
     rows = []
@@ -323,6 +352,7 @@ def render_report(doc: dict[str, Any], *, out_path: str | os.PathLike, figures: 
             parts += ["", "| score | best level t | β there | best value | value at t = 0 |", "|---|---|---|---|---|"]
             parts += [f"| {key} | {lvl['t']:.3f} | {lvl['beta']:.3g} | {lvl[key]:.3f} | "
                       f"{_fmt(levels[0].get(key), '{:.3f}')} |" for key, lvl in best]
+    parts += ica_fit_text(scored_levels(levels), doc["levels"].get("ica_optima"))
     best_dci = doc["levels"].get("best_level_dci")
     if best_dci:
         parts += ["", f"DCI at the best level (t = {best_dci['t']:.3f}, β = {best_dci['beta']:.3g}) with "
