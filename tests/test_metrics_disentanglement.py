@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from multibeta.metrics.config import MetricsConfig, select_levels
+from multibeta.metrics.disentanglement import compute_disentanglement
 from multibeta.metrics.dci import _completeness, _disentanglement, compute_dci
 from multibeta.metrics.factorvae import FixedFactorSampler, compute_factorvae, image_representation
 from multibeta.metrics.mig import compute_mig
@@ -277,7 +278,8 @@ def test_compute_disentanglement_runs_every_applicable_metric(factors, identity_
     res = compute_disentanglement(identity_code, cfg, factor_classes=factors)
     for key in ("mig", "dci_disentanglement", "factorvae_score", "sap", "mig_seed", "sap_elapsed_s", "elapsed_s"):
         assert key in res
-    assert "tad" not in res and res["factorvae_score"] == 1.0
+    # factors without attributes: TAD of the factors binarised at their medians
+    assert res["factorvae_score"] == 1.0 and res["tad"] > 0 and "tad_captured.factor_0>median" in res
     labels = (factors[:, :2] > 1).astype(np.int8)
     res = compute_disentanglement(identity_code, cfg, attributes=labels, attribute_names=["p", "q"])
     assert "tad" in res and "mig" not in res and res["tad_seed"] == 0
@@ -314,3 +316,29 @@ def test_binary_mutual_information_equals_scikit_learn_pair_by_pair() -> None:
             assert got[i, j] == pytest.approx(mutual_info_score(labels[:, i], labels[:, j]), abs=1e-12)
     with pytest.raises(ValueError, match="column 0 is not binary"):
         binary_mutual_information(np.array([[0, 1], [1, 0], [2, 1]]))
+
+
+def test_tad_from_factors_binarises_each_factor_above_its_median() -> None:
+    from multibeta.metrics.tad import factor_attributes
+
+    classes = np.array([[0, 0, 5], [1, 1, 5], [2, 2, 5], [2, 3, 5]])
+    attrs, names = factor_attributes(classes, ["shape", "x", "const"])
+    assert names == ["shape>median", "x>median"]  # a one-class factor is left out
+    np.testing.assert_array_equal(attrs, [[0, 0], [0, 0], [1, 1], [1, 1]])
+    with pytest.raises(ValueError, match="from_factors"):
+        factor_attributes(classes, rule="mean")
+
+
+def test_tad_from_factors_rewards_one_dimension_per_factor() -> None:
+    rng = np.random.default_rng(0)
+    n = 3000
+    classes = np.stack([rng.integers(0, 8, n), rng.integers(0, 8, n)], axis=1)
+    aligned = classes + 0.3 * rng.standard_normal((n, 2))
+    q = np.array([[1.0, 1.0], [-1.0, 1.0]]) / np.sqrt(2)
+    cfg = MetricsConfig.from_section(section_defaults("metrics", {"tad": {"n_images": 2000}}))
+    scores = {name: compute_disentanglement(codes, cfg, factor_classes=classes, factor_names=["a", "b"])
+              for name, codes in (("aligned", aligned), ("mixed", aligned @ q))}
+    assert scores["aligned"]["tad"] > 0.3 and scores["aligned"]["tad_attributes"] == 2
+    assert scores["mixed"]["tad"] < 0.1  # a 45° rotation: each factor read equally by two dimensions
+    off = MetricsConfig.from_section(section_defaults("metrics", {"tad": {"from_factors": "none"}}))
+    assert "tad" not in compute_disentanglement(aligned, off, factor_classes=classes)

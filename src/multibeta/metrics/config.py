@@ -103,6 +103,7 @@ class TadConfig:
     folds: int
     auroc_threshold: float
     entropy_reduction_threshold: float
+    from_factors: Literal["median", "none"]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 On data with ground-truth factors: MIG, DCI, FactorVAE score and SAP
 (:mod:`.mig`, :mod:`.dci`, :mod:`.factorvae`, :mod:`.sap`); on data with binary
-attributes: TAD (:mod:`.tad`). Every metric starts its own generator from
+attributes: TAD (:mod:`.tad`); on data with factors but no attributes, TAD too, of the factors
+binarised by ``metrics.tad.from_factors`` (:func:`.tad.factor_attributes`). Every metric starts its own generator from
 ``metrics.seed``, so each result is independent of which other metrics run.
 """
 
@@ -19,7 +20,7 @@ from multibeta.metrics.dci import compute_dci
 from multibeta.metrics.factorvae import compute_factorvae
 from multibeta.metrics.mig import compute_mig
 from multibeta.metrics.sap import compute_sap
-from multibeta.metrics.tad import compute_tad
+from multibeta.metrics.tad import compute_tad, factor_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -71,5 +72,13 @@ def compute_disentanglement(
         _merge(out, "sap", compute_sap(codes, factor_classes, cfg.sap, seed=seed, factor_names=factor_names))
     if attributes is not None:
         _merge(out, "tad", compute_tad(codes, attributes, cfg.tad, seed=cfg.seed, attribute_names=attribute_names))
+    elif factor_classes is not None and cfg.tad.from_factors != "none":
+        derived, names = factor_attributes(factor_classes, factor_names, cfg.tad.from_factors)
+        if derived.shape[1]:
+            # TAD scores the first n_images rows; factor datasets are stored in factor-grid order,
+            # so the rows are a seeded permutation first (the same one at every level)
+            rows = np.random.default_rng(cfg.seed).permutation(len(codes))
+            _merge(out, "tad", compute_tad(np.asarray(codes)[rows], derived[rows], cfg.tad, seed=cfg.seed,
+                                           attribute_names=names))
     out["elapsed_s"] = time.perf_counter() - start
     return out

@@ -144,3 +144,36 @@ def compute_tad(
     result.update({f"tad_captured.{name}": c / cfg.folds for name, c in zip(names, captured_sum)})
     logger.info("TAD %.4f +- %.4f, %.1f attributes captured", result["tad"], result["tad_std"], result["tad_attributes"])
     return timer.finish(result, seed)
+
+
+def factor_attributes(factor_classes: np.ndarray, factor_names: Sequence[str] | None = None,
+                      rule: str = "median") -> tuple[np.ndarray, list[str]]:
+    """Binary attributes from integer factor classes, for TAD on data without attributes
+    (``metrics.tad.from_factors``).
+
+    ``median``: attribute k is 1 where factor k lies strictly above its median over the rows
+    (a factor whose classes are uniform, as in dSprites, gives about half ones; shape with
+    classes 0, 1, 2 gives "shape > 1"). Factors with one class are left out.
+
+    Args:
+        factor_classes: int [N, F].
+        factor_names: the factors' names (``factor_k`` when None).
+
+    Returns:
+        ``attributes`` {0, 1} [N, F'] and their names ``<factor>>median``.
+
+    Raises:
+        ValueError: an unknown rule.
+    """
+    if rule != "median":
+        raise ValueError(f"unknown metrics.tad.from_factors rule {rule!r}; use median or none")
+    classes = np.asarray(factor_classes)
+    names = list(factor_names) if factor_names is not None else [f"factor_{k}" for k in range(classes.shape[1])]
+    columns, kept = [], []
+    for k in range(classes.shape[1]):
+        above = classes[:, k] > np.median(classes[:, k])
+        if above.any() and not above.all():
+            columns.append(above.astype(np.int64))
+            kept.append(f"{names[k]}>median")
+    return (np.stack(columns, axis=1) if columns else np.zeros((len(classes), 0), np.int64)), kept
+

@@ -30,6 +30,8 @@ LEVEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("ica_factorvae_score", "FactorVAE (ICA)", "{:.3f}"),
     ("tad", "TAD", "{:.3f}"),
     ("tad_attributes", "TAD attrs", "{:.1f}"),
+    ("pca_tad", "TAD (PCA)", "{:.3f}"),
+    ("ica_tad", "TAD (ICA)", "{:.3f}"),
 )
 #: The first columns are the reconstruction table, the rest (after t and β) disentanglement.
 RECON_COLUMNS = 9

@@ -266,8 +266,9 @@ def pca_directions(latents: torch.Tensor, n: int) -> Directions:
 
 def ica_directions(latents: torch.Tensor, n: int, *, seed: int = 0) -> Directions:
     """Top ``n`` independent components of ``latents`` ``[N, d]`` (:mod:`multibeta.utils.bases`):
-    each direction is the latent displacement of one source, its std the source's scale."""
-    basis = fit_basis(latents.double().numpy(), "ica", seed=seed)
+    each direction is the latent displacement of one source, its std the source's scale. The
+    FastICA starts run in as many processes as torch has threads (same basis whatever the count)."""
+    basis = fit_basis(latents.double().numpy(), "ica", seed=seed, n_jobs=torch.get_num_threads())
     n = min(n, len(basis.directions))
     return Directions(
         name="ica",

@@ -54,8 +54,8 @@ class IcaSettings:
         tol: FastICA's convergence tolerance (change of the unmixing matrix per iteration).
     """
 
-    restarts: int = 32
-    max_iter: int = 20000
+    restarts: int = 64
+    max_iter: int = 5000
     tol: float = 1e-5
 
 
