@@ -73,3 +73,19 @@ def test_sharpening_may_cost_a_little_only_where_the_decode_is_lossless() -> Non
     levels[1]["decoded"]["iou_to_input"] = t0_iou - 0.05  # information lost: must gain
     levels[1]["denoised"]["iou_to_input"] = t0_iou - 0.051
     assert not sharpen_check(doc).met
+
+
+def test_report_says_how_the_ica_basis_was_fitted_and_lists_its_optima() -> None:
+    from multibeta.report.markdown import ica_fit_text
+
+    levels = [{"t": 0.0, "ica_fit_converged": True, "ica_fit_restarts": 8, "ica_fit_restarts_converged": 7},
+              {"t": 0.5, "ica_fit_converged": False, "ica_fit_restarts": 8, "ica_fit_restarts_converged": 0}]
+    optima = {"t": 0.0, "optima": [{"objective": 4.1e-3, "starts": 5, "factorvae_score": 0.62, "mig": 0.10},
+                                   {"objective": 3.9e-3, "starts": 2, "factorvae_score": 0.68, "mig": 0.13}],
+              "range": {"factorvae_score": [0.62, 0.68], "mig": [0.10, 0.13]}}
+    text = "\n".join(ica_fit_text(levels, optima))
+    assert "no start converged at t = 0.500" in text
+    assert "| 1 | 4.100 | 5 | 0.620 | 0.100 |" in text and "0.620 – 0.680" in text
+    converged = "\n".join(ica_fit_text(levels[:1], None))
+    assert "converged at every scored level" in converged and "7/8 starts" in converged
+    assert ica_fit_text([{"t": 0.0}], None) == []  # no ica basis scored: nothing said
