@@ -43,7 +43,8 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 BASES = (("identity", "", "axes"), ("pca", "pca_", "PCA"), ("ica", "ica_", "ICA"))
 RECON = (("mse", "MSE", "{:.4f}"), ("recon_iou_to_input", "IoU", "{:.3f}"),
          ("recon_accuracy.shape", "shape acc.", "{:.3f}"))
-SCORES = (("factorvae_score", "FactorVAE"), ("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP"))
+SCORES = (("factorvae_score", "FactorVAE"), ("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP"),
+          ("tad", "TAD"))
 
 
 def amortisation_config(base: dict[str, Any], betas: list[float]) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"`{result['command']}`. Machine: {result['machine']}.", "",
         f"Training time: multi-β VAE {result['multibeta_train_s']:.0f} s (its own run); the "
         f"{len(result['betas'])} fixed-β VAEs {result['fixed_beta_total_s']:.0f} s in total "
-        f"({', '.join(f'β {b:g}: {s:.0f} s' for b, s in result['fixed_beta_train_s'].items())}), "
+        f"({', '.join(f'β {b}: {s:.0f} s' for b, s in result['fixed_beta_train_s'].items())}), "
         f"{result['fixed_beta_total_s'] / result['multibeta_train_s']:.2f}× the multi-β VAE. "
         "Baselines trained two side by side with one thread each.", "",
         "## Reconstruction", "",

@@ -144,3 +144,16 @@ def test_ica_restarts_in_worker_processes_give_the_same_basis() -> None:
     parallel = fit_basis(codes, "ica", ica=settings, n_jobs=2)
     np.testing.assert_array_equal(serial.unmixing, parallel.unmixing)
     assert serial.fit == parallel.fit
+
+
+def test_level_metrics_reuse_the_ica_starts_of_the_same_codes() -> None:
+    from multibeta.metrics import levels
+
+    codes, _ = _weak_sources(n=1500, seed=5)
+    cfg = MetricsConfig.from_section(section_defaults("metrics", {"ica": {"restarts": 3}}))
+    first = levels.ica_fits(codes, cfg)
+    assert levels.ica_fits(codes.copy(), cfg) is first  # same codes and settings: not refitted
+    other = MetricsConfig.from_section(section_defaults("metrics", {"ica": {"restarts": 2}}))
+    assert len(levels.ica_fits(codes, other)) == 2
+    np.testing.assert_array_equal(levels.best_ica_basis(first).unmixing,
+                                  fit_basis(codes, "ica", ica=cfg.ica).unmixing)

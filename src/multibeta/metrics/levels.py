@@ -30,7 +30,9 @@ from multibeta.metrics.reconstruction import compute_reconstruction, wants_lpips
 from multibeta.models.lpips import load_lpips
 from multibeta.sampling.edit import encode_images
 from multibeta.sampling.samplers import decode_latents
-from multibeta.utils.bases import DEFAULT_ICA, IcaSettings, distinct_optima, fit_basis, fit_ica_restarts
+from multibeta.utils.bases import (
+    DEFAULT_ICA, IcaFit, IcaSettings, best_ica_basis, distinct_optima, fit_basis, fit_ica_restarts,
+)
 from multibeta.utils.device import Runtime
 
 logger = logging.getLogger(__name__)
@@ -95,7 +97,8 @@ def level_metrics(
     if not disentangle or (labels.factor_classes is None and labels.attributes is None):
         return out
     for rotation in cfg.rotations:
-        basis = fit_basis(codes, rotation, seed=cfg.seed, ica=cfg.ica, n_jobs=torch.get_num_threads())
+        basis = (best_ica_basis(ica_fits(codes, cfg)) if rotation == "ica"
+                 else fit_basis(codes, rotation, seed=cfg.seed))
         scores = compute_disentanglement(
             basis.transform(codes), cfg, factor_classes=labels.factor_classes,
             factor_names=labels.factor_names, attributes=labels.attributes,
@@ -134,6 +137,26 @@ def rotate(codes: np.ndarray, rotation: str, seed: int = 0, ica: IcaSettings = D
     return fit_basis(codes, rotation, seed=seed, ica=ica).transform(codes)
 
 
+#: FastICA starts of the codes scored last (digest of codes and settings -> fits), so that the
+#: optima at the best level reuse the starts its ica_ scores came from instead of refitting.
+_ICA_FITS: dict[str, list[IcaFit]] = {}
+_ICA_FITS_KEPT = 32
+
+
+def ica_fits(codes: np.ndarray, cfg: MetricsConfig) -> list[IcaFit]:
+    """:func:`multibeta.utils.bases.fit_ica_restarts` of ``codes`` [N, d] with ``metrics.ica`` and
+    ``metrics.seed``, in as many processes as torch has threads; remembered per codes."""
+    import hashlib
+
+    array = np.ascontiguousarray(codes)
+    key = hashlib.sha256(array.tobytes() + repr((array.shape, array.dtype.str, cfg.seed, cfg.ica)).encode()).hexdigest()
+    if key not in _ICA_FITS:
+        if len(_ICA_FITS) >= _ICA_FITS_KEPT:
+            _ICA_FITS.pop(next(iter(_ICA_FITS)))
+        _ICA_FITS[key] = fit_ica_restarts(array, seed=cfg.seed, settings=cfg.ica, n_jobs=torch.get_num_threads())
+    return _ICA_FITS[key]
+
+
 #: Scores listed per ICA optimum in :func:`ica_optima_scores` (the report's headline pair).
 SPREAD_SCORES = ("factorvae_score", "mig")
 
@@ -143,7 +166,7 @@ def ica_optima_scores(codes: np.ndarray, labels: Labels, cfg: MetricsConfig) -> 
     best objective first, each with the number of starts that reached it and its scores
     (:data:`SPREAD_SCORES`), and the range of each score over them: how much the ica_ scores
     would move if another optimum were chosen."""
-    fits = fit_ica_restarts(codes, seed=cfg.seed, settings=cfg.ica, n_jobs=torch.get_num_threads())
+    fits = ica_fits(codes, cfg)
     optima = []
     for fit, count in distinct_optima(fits):
         sources = fit.basis.transform(codes)

@@ -222,6 +222,14 @@ def distinct_optima(fits: list[IcaFit]) -> list[tuple[IcaFit, int]]:
     return [(f, n) for f, n in out]
 
 
+def best_ica_basis(fits: list[IcaFit]) -> Basis:
+    """The basis of the best start of :func:`fit_ica_restarts`, its ``fit`` recording the
+    objective, whether it converged, and how many of the starts did."""
+    best = fits[0].basis
+    info = dict(best.fit, restarts=len(fits), restarts_converged=sum(f.converged for f in fits))
+    return Basis(best.name, best.mean, best.unmixing, best.directions, best.scales, best.explained, info)
+
+
 def fit_basis(codes: np.ndarray, name: BasisName | str, *, seed: int = 0,
               ica: IcaSettings = DEFAULT_ICA, n_jobs: int = 1) -> Basis:
     """Fit basis ``name`` to codes ``[N, d]`` (no labels used); ``ica``: the FastICA restarts,
@@ -250,8 +258,5 @@ def fit_basis(codes: np.ndarray, name: BasisName | str, *, seed: int = 0,
         var = s**2 / max(1, len(fit) - 1)
         return Basis("pca", mean, vh, vh, np.sqrt(var), var / max(var.sum(), 1e-300))
     if name == "ica":
-        fits = fit_ica_restarts(x, seed=seed, settings=ica, n_jobs=n_jobs)
-        best = fits[0].basis
-        info = dict(best.fit, restarts=len(fits), restarts_converged=sum(f.converged for f in fits))
-        return Basis(best.name, best.mean, best.unmixing, best.directions, best.scales, best.explained, info)
+        return best_ica_basis(fit_ica_restarts(x, seed=seed, settings=ica, n_jobs=n_jobs))
     raise ValueError(f"unknown basis {name!r}; use one of {', '.join(BASES)}")
