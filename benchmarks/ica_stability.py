@@ -134,6 +134,10 @@ def main() -> None:
         study = level_study(cache.level(int(k)), labels, cfg, args.starts, args.restarts, args.perturbations)
         levels.append({"t": float(cache.t[k]), **study})
         print(f"t={cache.t[k]:.3f}: {len(study['optima'])} optima, {study['restarts']}", flush=True)
+        write_result(args, levels)  # after every level: a long run cut short keeps what it measured
+
+
+def write_result(args: argparse.Namespace, levels: list[dict[str, Any]]) -> None:
     result = {
         "run": args.run, "starts": args.starts, "perturbations": args.perturbations, "levels": levels,
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
@@ -144,7 +148,6 @@ def main() -> None:
     }
     write_json(result, OUT.with_suffix(".json"))
     write_text(markdown(result), OUT.with_suffix(".md"))
-    print(markdown(result))
 
 
 if __name__ == "__main__":
