@@ -3,8 +3,8 @@
 On data with ground-truth factors: MIG, DCI, FactorVAE score and SAP
 (:mod:`.mig`, :mod:`.dci`, :mod:`.factorvae`, :mod:`.sap`); on data with binary
 attributes: TAD (:mod:`.tad`); on data with factors but no attributes, TAD too, of the factors
-binarised by ``metrics.tad.from_factors`` (:func:`.tad.factor_attributes`). Every metric starts its own generator from
-``metrics.seed``, so each result is independent of which other metrics run.
+binarised by ``metrics.tad.from_factors`` (:func:`.tad.factor_attributes`). Every metric starts
+its own generator from ``metrics.seed``, so each result is independent of which other metrics run.
 """
 
 from __future__ import annotations

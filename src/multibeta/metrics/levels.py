@@ -11,6 +11,7 @@ Two entry points share one per-level core (:func:`level_metrics`):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from multibeta.models.lpips import load_lpips
 from multibeta.sampling.edit import encode_images
 from multibeta.sampling.samplers import decode_latents
 from multibeta.utils.bases import (
-    DEFAULT_ICA, IcaFit, IcaSettings, best_ica_basis, distinct_optima, fit_basis, fit_ica_restarts,
+    DEFAULT_ICA, Basis, IcaFit, IcaSettings, best_ica_basis, distinct_optima, fit_basis, fit_ica_restarts,
 )
 from multibeta.utils.device import Runtime
 
@@ -97,8 +98,7 @@ def level_metrics(
     if not disentangle or (labels.factor_classes is None and labels.attributes is None):
         return out
     for rotation in cfg.rotations:
-        basis = (best_ica_basis(ica_fits(codes, cfg)) if rotation == "ica"
-                 else fit_basis(codes, rotation, seed=cfg.seed))
+        basis = level_basis(codes, rotation, cfg)
         scores = compute_disentanglement(
             basis.transform(codes), cfg, factor_classes=labels.factor_classes,
             factor_names=labels.factor_names, attributes=labels.attributes,
@@ -146,8 +146,6 @@ _ICA_FITS_KEPT = 32
 def ica_fits(codes: np.ndarray, cfg: MetricsConfig) -> list[IcaFit]:
     """:func:`multibeta.utils.bases.fit_ica_restarts` of ``codes`` [N, d] with ``metrics.ica`` and
     ``metrics.seed``, in as many processes as torch has threads; remembered per codes."""
-    import hashlib
-
     array = np.ascontiguousarray(codes)
     key = hashlib.sha256(array.tobytes() + repr((array.shape, array.dtype.str, cfg.seed, cfg.ica)).encode()).hexdigest()
     if key not in _ICA_FITS:
@@ -155,6 +153,15 @@ def ica_fits(codes: np.ndarray, cfg: MetricsConfig) -> list[IcaFit]:
             _ICA_FITS.pop(next(iter(_ICA_FITS)))
         _ICA_FITS[key] = fit_ica_restarts(array, seed=cfg.seed, settings=cfg.ica, n_jobs=torch.get_num_threads())
     return _ICA_FITS[key]
+
+
+def level_basis(codes: np.ndarray, rotation: str, cfg: MetricsConfig) -> Basis:
+    """The basis ``rotation`` of ``codes`` [N, d] as the level metrics score it: ``ica`` from the
+    remembered starts of :func:`ica_fits` (so a level's basis is fitted once), the others by
+    :func:`multibeta.utils.bases.fit_basis`."""
+    if rotation == "ica":
+        return best_ica_basis(ica_fits(codes, cfg))
+    return fit_basis(codes, rotation, seed=cfg.seed)
 
 
 #: Scores listed per ICA optimum in :func:`ica_optima_scores` (the report's headline pair).
@@ -177,7 +184,7 @@ def ica_optima_scores(codes: np.ndarray, labels: Labels, cfg: MetricsConfig) -> 
             "mig": compute_mig(sources, labels.factor_classes, cfg.mig, seed=cfg.seed)["mig"],
         })
     spread = {key: [min(o[key] for o in optima), max(o[key] for o in optima)]
-              for key in SPREAD_SCORES if optima and key in optima[0]}
+              for key in SPREAD_SCORES if optima}
     return {"restarts": len(fits), "converged": sum(f.converged for f in fits), "optima": optima,
             "range": spread}
 
@@ -243,7 +250,7 @@ def best_level_dci(cache: Any, levels: list[dict[str, Any]], labels: Labels, cfg
     out: dict[str, Any] = {"t": float(t), "beta": levels[best]["beta"], "selected_by": key,
                            "estimator": cfg.dci.best_level_estimator}
     for basis in dict.fromkeys((cfg.primary_basis, "identity")):
-        result = compute_dci(rotate(codes, basis, cfg.seed, cfg.ica), labels.factor_classes, dci_cfg,
+        result = compute_dci(level_basis(codes, basis, cfg).transform(codes), labels.factor_classes, dci_cfg,
                              seed=cfg.seed, factor_names=labels.factor_names)
         out[basis] = result
         logger.info("best level t=%.3f, %s basis, DCI (%s): %s", t, basis, dci_cfg.estimator, result)

@@ -225,9 +225,7 @@ def ica_fit_text(levels: list[dict[str, Any]], optima: dict[str, Any] | None) ->
                 + ", ".join(f"t = {lvl['t']:.3f}: {lvl.get('ica_fit_restarts_converged')}/{restarts} starts"
                             for lvl in fitted) + " converged).")]
     if optima and optima.get("optima"):
-        keys = [(k, label) for k, label in (("factorvae_score", "FactorVAE"), ("mig", "MIG"),
-                                           ("dci_disentanglement", "DCI-D (RF)"), ("sap", "SAP"))
-                if k in optima["optima"][0]]
+        keys = [("factorvae_score", "FactorVAE"), ("mig", "MIG")]  # metrics.levels.SPREAD_SCORES
         rows = [[str(i + 1), f"{1e3 * o['objective']:.3f}", str(o["starts"])]
                 + [f"{o[k]:.3f}" for k, _ in keys] for i, o in enumerate(optima["optima"])]
         rows.append(["range", "", ""] + [f"{optima['range'][k][0]:.3f} – {optima['range'][k][1]:.3f}"

@@ -16,9 +16,10 @@ Disentanglement is therefore scored (and traversals drawn) in bases fitted to th
   positive.
 
 ICA's objective has several local optima on a VAE's codes, which are close to Gaussian: on
-the default run's codes one FastICA start lands in one of three or four optima depending on
+the default run's codes one FastICA start lands in one of four to seven optima depending on
 its seed, and a perturbation of the codes by 1e-6 of their std is enough to move a single
-start into another optimum (and the FactorVAE score in the basis by up to 0.1). So the basis
+start into another optimum (and the FactorVAE score in the basis by up to 0.07 at t ≤ 0.5;
+benchmarks/ica_stability.py). So the basis
 is fitted from :attr:`IcaSettings.restarts` seeded starts, each run to convergence, and the
 one with the highest ICA objective (:func:`ica_objective`, the negentropy approximation
 FastICA maximises) is kept; :func:`fit_ica_restarts` returns them all, best first, and
