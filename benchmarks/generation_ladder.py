@@ -92,6 +92,15 @@ RUNGS: dict[str, dict[str, Any]] = {
                    spacing="uniform", what="L5 on a cache of 65 levels"),
     "L5_jvp": dict(variant="multibeta", cache={"delta": "jvp"}, diffusion={"t_density": "uniform"},
                    spacing="uniform", what="L5 with Δ by JVP at each level, interpolated (17 levels)"),
+    "L5_dlevel": dict(variant="multibeta", cache="real",
+                      diffusion={"t_density": "uniform", "delta_scale": "per_level"}, spacing="uniform",
+                      what="L5 with the Δ loss relative to each level's Δ scale (delta_scale: per_level)"),
+    "L5_dlevel_l1": dict(variant="multibeta", cache="real",
+                         diffusion={"t_density": "uniform", "delta_scale": "per_level", "lambda_delta": 1.0},
+                         spacing="uniform", what="L5_dlevel with lambda_delta 1"),
+    "L5_dlevel_l001": dict(variant="multibeta", cache="real",
+                           diffusion={"t_density": "uniform", "delta_scale": "per_level", "lambda_delta": 0.01},
+                           spacing="uniform", what="L5_dlevel with lambda_delta 0.01"),
 }
 #: rungs that reuse another rung's trained model (same training, other sampler grid)
 SAME_MODEL = {"L4_ugrid": "L4", "L4_lgrid": "L4"}

@@ -141,6 +141,15 @@ def test_statistics_match_numpy(tmp_path: Path) -> None:
     np.testing.assert_allclose(stats.delta_rms, np.sqrt((fd**2).mean((0, 1))), rtol=1e-8)
     assert stats.count == len(rows)
 
+    # the per-level Δ scale: RMS over rows of the Δ the cache returns at each segment's midpoint
+    jvp = LatentCache(make_cache(tmp_path / "jvp.h5", delta="jvp"), in_memory=False)
+    for c in (cache, jvp):
+        seg = c.statistics(rows, block_rows=7).delta_rms_segment
+        assert seg.shape == (c.num_levels - 1, c.latent_dim)
+        for k, tm in enumerate(0.5 * (c.t[:-1] + c.t[1:])):
+            delta = c.delta_at(torch.as_tensor(rows), torch.full((len(rows),), tm)).double().numpy()
+            np.testing.assert_allclose(seg[k], np.sqrt((delta**2).mean(0)), rtol=1e-5)
+
 
 def test_jvp_matches_numerical_derivative() -> None:
     enc, x, t = SmoothEncoder(), images(6), torch.linspace(0, 1, 6)

@@ -299,12 +299,16 @@ class CacheStatistics:
         delta_rms: ``[d]`` root mean square of Δ_t per dimension, averaged over t ~ U[0, 1]
             (exact for finite differences, trapezoid rule between levels for JVP targets).
         count: number of rows.
+        delta_rms_segment: ``[K − 1, d]`` root mean square of Δ per dimension at the midpoint
+            of each segment between levels (the segment's slope for finite differences, the
+            mean of its two ends' targets for JVP); the Δ scale of each noise level.
     """
 
     mean: np.ndarray
     var: np.ndarray
     delta_rms: np.ndarray
     count: int
+    delta_rms_segment: np.ndarray | None = None
 
 
 class LatentCache:
@@ -537,6 +541,7 @@ class LatentCache:
         s1 = np.zeros((self.num_levels, self.latent_dim))
         s2 = np.zeros_like(s1)
         d2 = np.zeros(self.latent_dim)
+        d2_segment = np.zeros((self.num_levels - 1, self.latent_dim))
         for start in range(0, self.num_items, block_rows):
             stop = min(start + block_rows, self.num_items)
             sel = mask[start:stop]
@@ -546,16 +551,23 @@ class LatentCache:
             s1 += mu.sum(0)
             s2 += (mu**2).sum(0)
             if self.has_delta:
-                sq = (self.block(start, stop, "delta").astype(np.float64)[sel] ** 2).sum(
-                    0
-                )  # [K, d]
+                delta = self.block(start, stop, "delta").astype(np.float64)[sel]
+                sq = (delta**2).sum(0)  # [K, d]
                 d2 += (0.5 * h[:, None] * (sq[:-1] + sq[1:])).sum(0)
+                d2_segment += (0.25 * (delta[:, :-1] + delta[:, 1:]) ** 2).sum(0)
             else:
                 slope = np.diff(mu, axis=1) / h[None, :, None]
                 d2 += (h[None, :, None] * slope**2).sum((0, 1))
+                d2_segment += (slope**2).sum(0)
         mean = s1 / count
         var = np.maximum(s2 / count - mean**2, 0.0)
-        return CacheStatistics(mean=mean, var=var, delta_rms=np.sqrt(d2 / count), count=count)
+        return CacheStatistics(
+            mean=mean,
+            var=var,
+            delta_rms=np.sqrt(d2 / count),
+            count=count,
+            delta_rms_segment=np.sqrt(d2_segment / count),
+        )
 
 
 def _attr(value: Any) -> Any:

@@ -38,6 +38,7 @@ class DiffusionConfig(Section):
     min_snr_gamma: float
     snr_max: float
     lambda_delta: float
+    delta_scale: Literal["global", "per_level"]
     train_split: Literal["train", "all"]
     checkpoint_every: int
     log_every: int

@@ -23,7 +23,9 @@ Weighting w(t) of the loss (:data:`WEIGHTINGS`):
 
 Loss per example: w(t) · ( ‖ε − ε̂‖²/d + λ_Δ · ‖(Δ − Δ̂)/s‖²/d ), where s ``[d]`` is the
 per-dimension RMS of Δ over the cache (:attr:`LatentDenoiser.delta_scale`), so the Δ term
-is O(1) whatever the magnitude of dμ/dt.
+is O(1) whatever the magnitude of dμ/dt; with ``diffusion.delta_scale: per_level`` s = s(t)
+is the RMS of Δ at that level (:meth:`LatentDenoiser.delta_scale_at`), so the term is O(1) at
+every t, also where μ_t barely moves.
 """
 
 from __future__ import annotations
@@ -232,7 +234,7 @@ def training_loss(
 
     Args:
         model: the denoiser, ``(z, t) -> (eps_hat, delta_hat | None)``, Δ̂ in real units,
-            with a ``delta_scale`` buffer s ``[d]``.
+            with a ``delta_scale_at(t)`` method giving the scale s ``[B or 1, d]``.
         batch: from a process's ``training_batch``.
         lambda_delta: λ_Δ (ignored when the batch or the model has no Δ).
         autocast: context factory for the forward pass (``Runtime.autocast``).
@@ -243,7 +245,7 @@ def training_loss(
     eps_err = (eps_hat.float() - batch.eps).pow(2).mean(dim=1)
     per_example = eps_err
     if batch.delta is not None and delta_hat is not None:
-        scale = model.delta_scale.float()
+        scale = model.delta_scale_at(batch.t)
         delta_err = ((delta_hat.float() - batch.delta) / scale).pow(2).mean(dim=1)
         per_example = per_example + lambda_delta * delta_err
         delta_mean = delta_err.mean().detach()

@@ -64,9 +64,15 @@ def _floored(x: np.ndarray, rel: float = 1e-3) -> np.ndarray:
 
 
 def normalisation_from_cache(
-    cache: LatentCache, stats: CacheStatistics, variant: str
+    cache: LatentCache, stats: CacheStatistics, variant: str, delta_scale: str = "global"
 ) -> dict[str, np.ndarray]:
-    """The denoiser's normalisation buffers for ``variant`` (see :class:`LatentDenoiser`)."""
+    """The denoiser's normalisation buffers for ``variant`` (see :class:`LatentDenoiser`).
+
+    ``delta_scale`` (``diffusion.delta_scale``): ``global``, one RMS of Δ per dimension over
+    all t; ``per_level``, the RMS of Δ per dimension at the midpoint of every segment between
+    the cache's levels ``[K − 1, d]`` (each row floored at 1e-3 of its largest entry and of
+    the largest global RMS, so a level where μ_t does not move keeps a finite scale).
+    """
     if variant == "standard_ldm":
         return {
             "latent_mean": stats.mean[0],
@@ -83,6 +89,15 @@ def normalisation_from_cache(
     }
     if variant == "multibeta":
         norm["delta_scale"] = _floored(stats.delta_rms)
+        if delta_scale == "per_level":
+            if stats.delta_rms_segment is None:
+                raise ValueError("per-level Δ scales need cache statistics with delta_rms_segment")
+            floor = max(float(np.max(stats.delta_rms)) * 1e-3, 1e-12)
+            table = np.stack([_floored(row) for row in stats.delta_rms_segment])
+            norm["delta_scale_t"] = 0.5 * (cache.t[:-1] + cache.t[1:])
+            norm["delta_scale_table"] = np.maximum(table, floor)
+        elif delta_scale != "global":
+            raise ValueError(f"unknown diffusion.delta_scale {delta_scale!r}; use global or per_level")
     return norm
 
 
@@ -99,6 +114,11 @@ def build_denoiser(cfg: DiffusionConfig, *, variant: str, cache: LatentCache) ->
         num_precond=2 if ldm else cache.num_levels,
         schedule_points=0 if ldm else len(cache.schedule_t),
         time_input=cfg.time_input,  # type: ignore[arg-type]
+        delta_scale_points=(
+            cache.num_levels - 1
+            if variant == "multibeta" and cfg.delta_scale == "per_level"
+            else 0
+        ),
     )
 
 
@@ -143,7 +163,7 @@ class DiffusionTrainer:
                 f"no cache rows in split {cfg.train_split!r}; set diffusion.train_split: all"
             )
         stats = cache.statistics(rows)
-        self.normalisation = normalisation_from_cache(cache, stats, variant)
+        self.normalisation = normalisation_from_cache(cache, stats, variant, cfg.delta_scale)
 
         seed_everything(cfg.seed)
         self.model = build_denoiser(cfg, variant=variant, cache=cache)

@@ -12,7 +12,12 @@ from cache statistics and saved with the weights:
   (v̄ = mean over dims of the second moment of μ_t), so the first layer sees unit scale at
   every t; linearly interpolated in t.
 - ``delta_scale`` ``[d]``: the Δ head predicts Δ/delta_scale; ``forward`` returns Δ̂ in real
-  units (the training loss divides by the scale again).
+  units (the training loss divides by the scale again). With ``delta_scale_points`` M > 0 the
+  scale depends on t instead (``diffusion.delta_scale: per_level``, an option beyond the
+  paper): ``delta_scale_t`` ``[M]`` and ``delta_scale_table`` ``[M, d]`` hold the RMS of Δ at
+  M times (the midpoints of the cache's segments), linearly interpolated and constant beyond
+  the ends (:meth:`delta_scale_at`), so the head's error is measured relative to how far μ_t
+  moves at that level, as the ε head's is relative to unit noise.
 - ``latent_mean``, ``latent_std`` ``[d]`` (``standard_ldm``): that variant works on normalised
   t=0 latents ẑ_0 = (μ_0 − mean)/std; :meth:`denormalize` maps a sample back.
 - ``sigma_table`` (``multibeta``, ``noise_only``): the VAE's σ_t, so :meth:`sigma` needs no cache.
@@ -109,6 +114,8 @@ class LatentDenoiser(nn.Module):
         num_precond: length of the c_in(t) table (the cache's K; 2 for standard_ldm).
         schedule_points: length of the σ_t table (0 for standard_ldm).
         time_input: what the time embedding sees, ``t`` or ``logsnr`` (module docstring).
+        delta_scale_points: M, the length of the t-dependent Δ scale table; 0: one scale
+            ``[d]`` for every t (module docstring).
     """
 
     def __init__(
@@ -123,6 +130,7 @@ class LatentDenoiser(nn.Module):
         num_precond: int = 2,
         schedule_points: int = 0,
         time_input: TimeInput = "t",
+        delta_scale_points: int = 0,
     ) -> None:
         super().__init__()
         self.variant = check_variant(variant)
@@ -141,6 +149,13 @@ class LatentDenoiser(nn.Module):
         )
         if time_input != "t":  # older checkpoints' arch has no key: they stay loadable
             self._arch["time_input"] = time_input
+        if delta_scale_points:
+            if variant != "multibeta" or delta_scale_points < 2:
+                raise ValueError(
+                    "delta_scale_points needs the multibeta variant and at least 2 points, got "
+                    f"{delta_scale_points} for {variant}"
+                )
+            self._arch["delta_scale_points"] = delta_scale_points
         self.latent_dim = latent_dim
         self.time_embed_dim = time_embed_dim
         self.time_mlp = nn.Sequential(
@@ -159,6 +174,12 @@ class LatentDenoiser(nn.Module):
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)
         self.register_buffer("delta_scale", torch.ones(latent_dim))
+        self.delta_scale_points = delta_scale_points
+        if delta_scale_points:
+            self.register_buffer(
+                "delta_scale_t", torch.linspace(0, 1, delta_scale_points, dtype=torch.float64)
+            )
+            self.register_buffer("delta_scale_table", torch.ones(delta_scale_points, latent_dim))
         self.register_buffer("latent_mean", torch.zeros(latent_dim))
         self.register_buffer("latent_std", torch.ones(latent_dim))
         self.register_buffer(
@@ -191,10 +212,16 @@ class LatentDenoiser(nn.Module):
         input_scale: np.ndarray | torch.Tensor | None = None,
         schedule_t: np.ndarray | torch.Tensor | None = None,
         schedule_sigma: np.ndarray | torch.Tensor | None = None,
+        delta_scale_t: np.ndarray | torch.Tensor | None = None,
+        delta_scale_table: np.ndarray | torch.Tensor | None = None,
     ) -> None:
         """Fill the normalisation buffers (shapes as in the class docstring)."""
+        if (delta_scale_t is not None or delta_scale_table is not None) and not self.delta_scale_points:
+            raise ValueError("this denoiser has one Δ scale for every t (delta_scale_points = 0)")
         for name, value in (
             ("delta_scale", delta_scale),
+            ("delta_scale_t", delta_scale_t),
+            ("delta_scale_table", delta_scale_table),
             ("latent_mean", latent_mean),
             ("latent_std", latent_std),
             ("precond_t", precond_t),
@@ -208,6 +235,14 @@ class LatentDenoiser(nn.Module):
                 raise ValueError("standard_ldm uses the cosine schedule, not a σ_t table")
             table = SigmaTable(schedule_t, schedule_sigma)
             self.sigma_table.load_state_dict(table.state_dict())
+
+    def delta_scale_at(self, t: torch.Tensor) -> torch.Tensor:
+        """The Δ scale s(t): ``[N, d]`` (``[1, d]`` when one scale serves every t), float32."""
+        if not self.delta_scale_points:
+            return self.delta_scale.float()[None]
+        k, w = segment(self.delta_scale_t, t)
+        w = w.to(self.delta_scale_table.dtype)[:, None]
+        return ((1 - w) * self.delta_scale_table[k] + w * self.delta_scale_table[k + 1]).float()
 
     def c_in(self, t: torch.Tensor) -> torch.Tensor:
         """Input scale c_in(t) ``[N]`` (float32), linearly interpolated."""
@@ -272,5 +307,5 @@ class LatentDenoiser(nn.Module):
         eps_hat = self.eps_head(h)
         delta_hat = None
         if self.delta_head is not None:
-            delta_hat = self.delta_head(h) * self.delta_scale.to(h.dtype)
+            delta_hat = self.delta_head(h) * self.delta_scale_at(t).to(h.dtype)
         return eps_hat, delta_hat
