@@ -16,8 +16,12 @@ worst total variation of shape / scale / x / y), over several seeds:
 - ``L4``: L3 plus the Δ head (``multibeta``, the method), as L2;
 - ``L5``: the method as the paper has it: uniform times, uniform grid.
 
-Further rungs change one more option of L4 (:data:`RUNGS`): EDM's density (``L4_edm``), the
-log-SNR time input (``L4_tin``), or the density alone with the uniform grid (``L4_ugrid``).
+Further rungs change one more option of L4 or L5 (:data:`RUNGS`): EDM's density (``L4_edm``),
+the log-SNR time input (``L4_tin``), the density alone with the uniform grid (``L4_ugrid``),
+the cache's level count and JVP Δ (``L5_k33``, ``L5_k65``, ``L5_jvp``), and the Δ loss relative
+to each level's Δ scale (``L5_dlevel``, with λ_Δ 0.3 / 0.03: ``L5_dlevel_l03``,
+``L5_dlevel_l003``). ``--diagnostics`` adds, for rungs with a Δ head, the pipeline's sharpening
+scores and the Δ head's relative error per t.
 
 Each (rung, seed) is scored with 10-step Heun (19 NFE) and the 1000-step ancestral sampler
 on the rung's grid (``--heun100`` adds 100-step Heun), and written to
@@ -95,12 +99,12 @@ RUNGS: dict[str, dict[str, Any]] = {
     "L5_dlevel": dict(variant="multibeta", cache="real",
                       diffusion={"t_density": "uniform", "delta_scale": "per_level"}, spacing="uniform",
                       what="L5 with the Δ loss relative to each level's Δ scale (delta_scale: per_level)"),
-    "L5_dlevel_l1": dict(variant="multibeta", cache="real",
-                         diffusion={"t_density": "uniform", "delta_scale": "per_level", "lambda_delta": 1.0},
-                         spacing="uniform", what="L5_dlevel with lambda_delta 1"),
-    "L5_dlevel_l001": dict(variant="multibeta", cache="real",
-                           diffusion={"t_density": "uniform", "delta_scale": "per_level", "lambda_delta": 0.01},
-                           spacing="uniform", what="L5_dlevel with lambda_delta 0.01"),
+    "L5_dlevel_l03": dict(variant="multibeta", cache="real",
+                          diffusion={"t_density": "uniform", "delta_scale": "per_level", "lambda_delta": 0.3},
+                          spacing="uniform", what="L5_dlevel with lambda_delta 0.3"),
+    "L5_dlevel_l003": dict(variant="multibeta", cache="real",
+                           diffusion={"t_density": "uniform", "delta_scale": "per_level", "lambda_delta": 0.03},
+                           spacing="uniform", what="L5_dlevel with lambda_delta 0.03"),
 }
 #: rungs that reuse another rung's trained model (same training, other sampler grid)
 SAME_MODEL = {"L4_ugrid": "L4", "L4_lgrid": "L4"}
@@ -201,8 +205,52 @@ def sample_rung(exp: Experiment, rung: str, model: torch.nn.Module, cache: Laten
     return exp.decode(z)
 
 
+#: times at which the Δ head's error is measured (diagnostic of :func:`delta_error`)
+DELTA_ERROR_T = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def delta_error(model: torch.nn.Module, cache: LatentCache, seed: int) -> dict[str, float]:
+    """‖Δ̂ − Δ‖/‖Δ‖ over the validation rows at each of :data:`DELTA_ERROR_T` (z_t a forward
+    draw); 1 is what Δ̂ = 0 scores, so above 1 the head moves the latent the wrong way."""
+    rows = torch.as_tensor(cache.rows("validation"))
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for t0 in DELTA_ERROR_T:
+        t = torch.full((len(rows),), t0, dtype=torch.float64)
+        mu, delta = cache.mu_and_delta_at(rows, t)
+        z = mu + model.sigma(t.float())[:, None] * torch.randn(mu.shape, generator=gen)
+        with torch.no_grad():
+            _, delta_hat = model(z.to(exp_device(model)), t.float().to(exp_device(model)))
+        out[f"{t0:g}"] = float((delta_hat.cpu() - delta).norm() / delta.norm())
+    return out
+
+
+def exp_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def sharpen_scores(exp: Experiment, model: torch.nn.Module) -> list[dict[str, float]]:
+    """IoU to the input of decoded and denoised images at the experiment's sharpening levels,
+    with the pipeline's sharpening settings (``sampling.sharpen``: start, steps, images)."""
+    from multibeta.core.config import from_section
+    from multibeta.metrics.sharpening import score_sharpening
+    from multibeta.sampling.config import SharpenConfig
+    from multibeta.sampling.edit import sharpen, spread_images
+
+    section = section_defaults("sampling", exp.cfg["sampling"])["sharpen"]
+    cfg = from_section(SharpenConfig, section, "sampling.sharpen")
+    images = spread_images(exp.dataset, cfg.split, cfg.n_metric_images)
+    result = sharpen(exp.vae.encode, exp.vae.decode_image, model, model.sigma_table, images, cfg,
+                     levels=cfg.levels, start=cfg.start, inversion_steps=cfg.inversion_steps,
+                     device=exp.runtime, progress=False)
+    scores = score_sharpening(result, classifier=exp.classifier, device=exp.runtime.device)
+    return [{"t_b": lv["t_b"], "decoded": lv["decoded"]["iou_to_input"],
+             "denoised": lv["denoised"]["iou_to_input"]} for lv in scores["levels"]]
+
+
 def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any,
-        steps: int | None = None, result: dict[str, Any] | None = None) -> dict[str, Any]:
+        steps: int | None = None, result: dict[str, Any] | None = None,
+        diagnostics: bool = False) -> dict[str, Any]:
     """Train (or reuse) and score a (rung, seed); with an earlier ``result``, add only the
     samplers it lacks."""
     model_path, train_s = train_rung(exp, rung, seed, runtime, steps)
@@ -220,6 +268,12 @@ def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any
         result["scores"][name] = {**scores, "seconds": time.perf_counter() - start}
         logger.info("%s seed %d %s: FD %.3f valid %.3f tv_max %.3f", rung, seed, name, scores["fd"],
                     scores["valid"], scores["tv_max"])
+    if diagnostics and getattr(model, "predicts_delta", False):
+        result.setdefault("delta_rel_error", delta_error(model, cache, seed))
+        if "sharpen" not in result:
+            result["sharpen"] = sharpen_scores(exp, model)
+        logger.info("%s seed %d: Δ rel error %s, sharpening %s", rung, seed, result["delta_rel_error"],
+                    [(lv["t_b"], round(lv["denoised"] - lv["decoded"], 3)) for lv in result["sharpen"]])
     return result
 
 
@@ -249,6 +303,27 @@ def summarise() -> str:
             cell(runs, s, k) for s, k in (("heun10", "fd"), ("heun10", "valid"), ("heun10", "tv_max"),
                                           ("anc1000", "fd"), ("anc1000", "valid"), ("heun100", "fd"),
                                           ("ddim50", "fd"), ("ddim50", "valid"))) + " |")
+    diag = [(key, runs) for key, runs in ((k, rows[k]) for k in order)
+            if any("sharpen" in r for r in runs)]
+    if diag:
+        levels = [lv["t_b"] for lv in next(r for _, runs in diag for r in runs if "sharpen" in r)["sharpen"]]
+        lines += ["", "Sharpening (the pipeline's `sampling.sharpen` settings): IoU to the input, denoised − "
+                  "decoded, per t_b; Δ head: ‖Δ̂ − Δ‖/‖Δ‖ on validation rows at t (1 = predicting 0). "
+                  "Mean ± sd over seeds.", "",
+                  "| rung | seeds | " + " | ".join(f"sharpen t_b={lv:g}" for lv in levels) + " | "
+                  + " | ".join(f"Δ err t={t:g}" for t in DELTA_ERROR_T) + " |",
+                  "|---|---|" + "---|" * (len(levels) + len(DELTA_ERROR_T))]
+
+        def mean_sd(vals: list[float]) -> str:
+            return f"{np.mean(vals):+.3f}" + (f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else "")
+
+        for (rung, steps), runs in diag:
+            runs = [r for r in runs if "sharpen" in r]
+            sharp = [mean_sd([r["sharpen"][k]["denoised"] - r["sharpen"][k]["decoded"] for r in runs])
+                     for k in range(len(levels))]
+            err = [mean_sd([r["delta_rel_error"][f"{t:g}"] for r in runs]).lstrip("+") for t in DELTA_ERROR_T]
+            name = rung if steps is None else f"{rung} ({steps} steps)"
+            lines.append(f"| {name} | {len(runs)} | " + " | ".join(sharp + err) + " |")
     commits = sorted({(r.get("versions", {}).get("git_commit") or "unknown")[:7]
                       for runs in rows.values() for r in runs})
     lines += ["", f"Commits: {', '.join(commits)}."]
@@ -267,6 +342,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="denoiser steps instead of the experiment's (a longer budget)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="also score sharpening and the Δ head's relative error (multibeta rungs)")
     parser.add_argument("--summarise", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -284,7 +361,7 @@ def main() -> None:
                 earlier = json.loads(out.read_text()) if out.is_file() else None
                 if earlier is not None:
                     logger.info("%s exists: adding the samplers it lacks (delete it to rerun)", out)
-                write_json(run(exp, rung, seed, samplers, runtime, args.steps, earlier), out)
+                write_json(run(exp, rung, seed, samplers, runtime, args.steps, earlier, args.diagnostics), out)
     if args.summarise or not args.rungs:
         text = summarise()
         write_text(text, OUT_DIR.with_suffix(".md"))
