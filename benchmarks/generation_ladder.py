@@ -214,19 +214,16 @@ def delta_error(model: torch.nn.Module, cache: LatentCache, seed: int) -> dict[s
     draw); 1 is what Δ̂ = 0 scores, so above 1 the head moves the latent the wrong way."""
     rows = torch.as_tensor(cache.rows("validation"))
     gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
     out = {}
     for t0 in DELTA_ERROR_T:
         t = torch.full((len(rows),), t0, dtype=torch.float64)
         mu, delta = cache.mu_and_delta_at(rows, t)
         z = mu + model.sigma(t.float())[:, None] * torch.randn(mu.shape, generator=gen)
         with torch.no_grad():
-            _, delta_hat = model(z.to(exp_device(model)), t.float().to(exp_device(model)))
+            _, delta_hat = model(z.to(device), t.float().to(device))
         out[f"{t0:g}"] = float((delta_hat.cpu() - delta).norm() / delta.norm())
     return out
-
-
-def exp_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def sharpen_scores(exp: Experiment, model: torch.nn.Module) -> list[dict[str, float]]:

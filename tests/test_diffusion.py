@@ -395,8 +395,9 @@ def test_per_level_delta_scale_interpolates_and_scales_the_head() -> None:
     )
     z = torch.randn(5, D)
     _, delta = model(z, t)
-    unit = model.delta_head(F_out(model, z, t))
-    torch.testing.assert_close(delta, unit * model.delta_scale_at(t))
+    model.set_normalisation(delta_scale_table=np.ones_like(table))
+    _, unit = model(z, t)  # the head's own output: Δ̂ is that times s(t)
+    torch.testing.assert_close(delta, unit * torch.tensor([1.0, 1.0, 1.5, 6.0, 10.0])[:, None])
     with pytest.raises(ValueError, match="multibeta variant"):
         LatentDenoiser(latent_dim=D, width=8, depth=1, time_embed_dim=8, variant="noise_only",
                        schedule_points=11, delta_scale_points=3)
@@ -405,18 +406,6 @@ def test_per_level_delta_scale_interpolates_and_scales_the_head() -> None:
     assert "delta_scale_points" not in one_scale.arch()  # older checkpoints' arch stays valid
     with pytest.raises(ValueError, match="one Δ scale"):
         one_scale.set_normalisation(delta_scale_table=table)
-
-
-def F_out(model: LatentDenoiser, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The features the heads read (the forward pass up to the heads)."""
-    z_in = z * model.c_in(t)[:, None]
-    from multibeta.models.denoiser import sinusoidal_embedding
-
-    emb = model.time_mlp(sinusoidal_embedding(model.time_features(t), model.time_embed_dim))
-    h = model.inp(z_in)
-    for block in model.blocks:
-        h = block(h, emb, z_in)
-    return torch.nn.functional.silu(model.out_norm(h))
 
 
 class SlowStartEncoder(nn.Module):
