@@ -62,6 +62,7 @@ from multibeta.utils.device import select_runtime  # noqa: E402
 from multibeta.utils.io import write_json, write_text  # noqa: E402
 from multibeta.utils.versions import collect_versions  # noqa: E402
 from multibeta.workflow.config import resolve_config, section_defaults  # noqa: E402
+from sharpen_start import sharpen_scores  # noqa: E402
 
 logger = logging.getLogger("benchmarks.generation_ladder")
 OUT_DIR = REPO / "benchmarks" / "results" / "generation_ladder"
@@ -226,21 +227,16 @@ def delta_error(model: torch.nn.Module, cache: LatentCache, seed: int) -> dict[s
     return out
 
 
-def sharpen_scores(exp: Experiment, model: torch.nn.Module) -> list[dict[str, float]]:
+def pipeline_sharpening(exp: Experiment, model: torch.nn.Module) -> list[dict[str, float]]:
     """IoU to the input of decoded and denoised images at the experiment's sharpening levels,
     with the pipeline's sharpening settings (``sampling.sharpen``: start, steps, images)."""
     from multibeta.core.config import from_section
-    from multibeta.metrics.sharpening import score_sharpening
     from multibeta.sampling.config import SharpenConfig
-    from multibeta.sampling.edit import sharpen, spread_images
+    from multibeta.sampling.edit import spread_images
 
-    section = section_defaults("sampling", exp.cfg["sampling"])["sharpen"]
-    cfg = from_section(SharpenConfig, section, "sampling.sharpen")
-    images = spread_images(exp.dataset, cfg.split, cfg.n_metric_images)
-    result = sharpen(exp.vae.encode, exp.vae.decode_image, model, model.sigma_table, images, cfg,
-                     levels=cfg.levels, start=cfg.start, inversion_steps=cfg.inversion_steps,
-                     device=exp.runtime, progress=False)
-    scores = score_sharpening(result, classifier=exp.classifier, device=exp.runtime.device)
+    cfg = from_section(SharpenConfig, section_defaults("sampling", exp.cfg["sampling"])["sharpen"],
+                       "sampling.sharpen")
+    scores = sharpen_scores(exp, model, cfg, spread_images(exp.dataset, cfg.split, cfg.n_metric_images))
     return [{"t_b": lv["t_b"], "decoded": lv["decoded"]["iou_to_input"],
              "denoised": lv["denoised"]["iou_to_input"]} for lv in scores["levels"]]
 
@@ -268,7 +264,7 @@ def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any
     if diagnostics and getattr(model, "predicts_delta", False):
         result.setdefault("delta_rel_error", delta_error(model, cache, seed))
         if "sharpen" not in result:
-            result["sharpen"] = sharpen_scores(exp, model)
+            result["sharpen"] = pipeline_sharpening(exp, model)
         logger.info("%s seed %d: Δ rel error %s, sharpening %s", rung, seed, result["delta_rel_error"],
                     [(lv["t_b"], round(lv["denoised"] - lv["decoded"], 3)) for lv in result["sharpen"]])
     return result

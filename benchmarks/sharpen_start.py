@@ -49,6 +49,15 @@ STARTS = {"noise_free": ("noise_free", 0), "forward": ("forward", 0), "inversion
           "inversion3": ("inversion", 3)}
 
 
+def sharpen_scores(exp: Experiment, model: torch.nn.Module, cfg: SharpenConfig, images: torch.Tensor) -> dict[str, Any]:
+    """The pipeline's sharpening scores of ``images`` sharpened by ``model`` with ``cfg``
+    (its levels, start and inversion steps)."""
+    result = sharpen(exp.vae.encode, exp.vae.decode_image, model, model.sigma_table, images, cfg,
+                     levels=cfg.levels, start=cfg.start, inversion_steps=cfg.inversion_steps, device=exp.runtime,
+                     progress=False)
+    return score_sharpening(result, classifier=exp.classifier, device=exp.runtime.device)
+
+
 def run(exp: Experiment, denoiser: Path, overrides: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
     section = section_defaults("sampling", exp.cfg["sampling"])["sharpen"]
     model, _ = load_denoiser(denoiser, map_location=exp.runtime.device)
@@ -60,10 +69,7 @@ def run(exp: Experiment, denoiser: Path, overrides: dict[str, Any], seeds: list[
                                                "inversion_steps": iterations}, "sampling.sharpen")
             if images is None:
                 images = spread_images(exp.dataset, cfg.split, cfg.n_metric_images)
-            result = sharpen(exp.vae.encode, exp.vae.decode_image, model, model.sigma_table, images, cfg,
-                             levels=cfg.levels, start=cfg.start, inversion_steps=cfg.inversion_steps, device=exp.runtime,
-                             progress=False)
-            scores = score_sharpening(result, classifier=exp.classifier, device=exp.runtime.device)
+            scores = sharpen_scores(exp, model, cfg, images)
             out["starts"].setdefault(key, []).append(scores)
             logger.info("%s seed %d: %s", key, seed, [(lv["t_b"], round(lv["decoded"]["iou_to_input"], 3),
                                                        round(lv["denoised"]["iou_to_input"], 3))

@@ -308,7 +308,7 @@ class CacheStatistics:
     var: np.ndarray
     delta_rms: np.ndarray
     count: int
-    delta_rms_segment: np.ndarray | None = None
+    delta_rms_segment: np.ndarray
 
 
 class LatentCache:

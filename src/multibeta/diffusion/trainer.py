@@ -90,8 +90,6 @@ def normalisation_from_cache(
     if variant == "multibeta":
         norm["delta_scale"] = _floored(stats.delta_rms)
         if delta_scale == "per_level":
-            if stats.delta_rms_segment is None:
-                raise ValueError("per-level Δ scales need cache statistics with delta_rms_segment")
             floor = max(float(np.max(stats.delta_rms)) * 1e-3, 1e-12)
             table = np.stack([_floored(row) for row in stats.delta_rms_segment])
             norm["delta_scale_t"] = 0.5 * (cache.t[:-1] + cache.t[1:])

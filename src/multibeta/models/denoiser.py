@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from multibeta.core.interpolation import segment
+from multibeta.core.interpolation import interpolate_levels, segment
 from multibeta.core.logsnr import LogSnrTable
 from multibeta.core.schedules import SigmaTable, cosine_alpha_bar
 
@@ -241,8 +241,8 @@ class LatentDenoiser(nn.Module):
         if not self.delta_scale_points:
             return self.delta_scale.float()[None]
         k, w = segment(self.delta_scale_t, t)
-        w = w.to(self.delta_scale_table.dtype)[:, None]
-        return ((1 - w) * self.delta_scale_table[k] + w * self.delta_scale_table[k + 1]).float()
+        ends = self.delta_scale_table[k[:, None] + torch.arange(2, device=k.device)]  # [N, 2, d]
+        return interpolate_levels(ends, w).float()
 
     def c_in(self, t: torch.Tensor) -> torch.Tensor:
         """Input scale c_in(t) ``[N]`` (float32), linearly interpolated."""
