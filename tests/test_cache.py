@@ -326,3 +326,25 @@ def test_a_damaged_chunk_read_names_the_file_and_the_rule(tmp_path: Path, monkey
             read()
         assert str(cache.path) in str(err.value) and "cache_latents" in str(err.value)
         assert "damaged" in str(err.value)
+
+
+class StaggeredEncoder(SmoothEncoder):
+    """SmoothEncoder with a per-dimension σ: dimension j follows sin(π t / 2) on its own clock."""
+
+    per_dimension_sigma = True
+
+    def posterior_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        offsets = torch.tensor([0.0, 0.25, 0.5])
+        return torch.sin(math.pi * ((t[:, None] - offsets) / 0.5).clamp(0, 1) / 2)
+
+
+def test_a_per_dimension_sigma_is_stored_per_dimension_and_the_diffusion_refuses_it(tmp_path: Path) -> None:
+    cache = LatentCache(make_cache(tmp_path / "c.h5", StaggeredEncoder()))
+    assert cache.per_dimension_sigma
+    assert cache.sigma.shape == (5, D) and cache.schedule_sigma.shape == (len(cache.schedule_t), D)
+    np.testing.assert_allclose(cache.sigma[2], [1.0, math.sin(math.pi / 4), 0.0], atol=1e-6)  # t = 0.5
+    np.testing.assert_allclose(cache.sigma[[0, -1]], [[0.0] * D, [1.0] * D], atol=1e-6)
+    with pytest.raises(CacheError, match="vae.sigma_stagger"):
+        cache.sigma_table()
+    shared = LatentCache(make_cache(tmp_path / "s.h5"))
+    assert not shared.per_dimension_sigma and shared.sigma.shape == (5,)

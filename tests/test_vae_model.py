@@ -267,3 +267,71 @@ def test_schedule_values_monotone_inside_model() -> None:
     model = MultiBetaVAE(tiny_cfg(sigma_schedule="sinusoidal").vae_arch(1))
     s = model.sigma(torch.linspace(0, 1, 11)).numpy()
     assert np.all(np.diff(s) > 0)
+
+
+# --------------------------------------------------------------------------- per-dimension σ
+def test_staggered_times_keep_the_ends_and_order_the_dimensions() -> None:
+    from multibeta.models.schedules import stagger_offsets, staggered_times
+
+    offsets = stagger_offsets(5, 0.5)
+    assert torch.allclose(offsets, torch.tensor([0.0, 0.125, 0.25, 0.375, 0.5]))
+    tau = staggered_times(torch.tensor([0.0, 0.25, 0.5, 1.0]), offsets, 0.5)
+    assert tau.shape == (4, 5)
+    assert torch.all(tau[0] == 0) and torch.all(tau[-1] == 1)  # every clock starts at 0, ends at 1
+    assert torch.allclose(tau[1], torch.tensor([0.5, 0.25, 0.0, 0.0, 0.0]))
+    assert torch.all(torch.diff(tau, dim=1) <= 0)  # dimension 0 runs ahead of dimension d-1
+    assert torch.equal(staggered_times(torch.tensor([0.3]), stagger_offsets(5, 0.0), 0.0),
+                       torch.full((1, 5), 0.3))
+    with pytest.raises(ValueError, match="sigma_stagger"):
+        stagger_offsets(5, 1.0)
+
+
+@pytest.mark.parametrize("name", ["learned", "sinusoidal"])
+def test_per_dimension_sigma_in_the_model(name: str) -> None:
+    shared = MultiBetaVAE(tiny_cfg(sigma_schedule=name).vae_arch(1))
+    torch.manual_seed(0)
+    staggered = MultiBetaVAE(tiny_cfg(sigma_schedule=name, sigma_stagger=0.6).vae_arch(1))
+    staggered.schedule.load_state_dict(shared.schedule.state_dict())
+    t = torch.linspace(0, 1, 21)
+    assert not shared.per_dimension_sigma and staggered.per_dimension_sigma
+    assert torch.equal(shared.posterior_sigma(t), shared.sigma(t)[:, None])  # the shared path as before
+    s = staggered.posterior_sigma(t)
+    assert s.shape == (21, 3)
+    # the ends are the shared schedule's in every dimension; in between dimension 0 is noisier
+    assert torch.allclose(s[0], shared.sigma(t[:1]).expand(3)) and torch.allclose(s[-1], shared.sigma(t[-1:]).expand(3))
+    assert torch.all(torch.diff(s, dim=0) >= -1e-7)
+    assert torch.all(s[:, 0] >= s[:, 2]) and torch.all(s[5:15, 0] > s[5:15, 2] + 1e-3)
+    # dimension j's σ is the shared schedule at its own clock τ_j(t)
+    tau = ((t - 0.3) / 0.4).clamp(0, 1)
+    assert torch.allclose(s[:, 1], shared.sigma(tau), atol=1e-6)
+    with pytest.raises(ValueError, match="posterior_sigma"):
+        staggered.sigma(t)
+
+
+def test_per_dimension_sigma_enters_the_loss_and_the_sample() -> None:
+    cfg = tiny_cfg(loss_weighting="none", sigma_stagger=0.5)
+    model = MultiBetaVAE(cfg.vae_arch(1))
+    obj = VAEObjective(model, cfg)
+    x = (torch.rand(4, 1, 64, 64) > 0.8).float()
+    t = torch.tensor([0.0, 0.3, 0.6, 1.0])
+    eps = torch.randn(4, 3)
+    terms = obj(model, x, t, eps)
+    mu, sigma = model.encode(x, t), model.posterior_sigma(t)
+    assert sigma.shape == (4, 3)
+    rec = bce_reconstruction(model.decode(mu + sigma * eps, t), x)
+    s = sigma.double()
+    kl = (0.5 * (mu.double() ** 2 + s**2 - 1) - torch.log(s)).sum(1)
+    assert torch.allclose(terms.rec, rec, rtol=1e-5)
+    assert torch.allclose(terms.kl.double(), kl, rtol=1e-5)
+    assert torch.allclose(terms.sigma, sigma.mean(1))
+
+
+def test_older_arch_records_load_with_the_shared_schedule() -> None:
+    from multibeta.models.vae import VAEArch
+
+    stored = tiny_cfg().vae_arch(1).to_dict()
+    assert stored["sigma_stagger"] == 0.0
+    del stored["sigma_stagger"]
+    assert VAEArch.from_dict(stored).sigma_stagger == 0.0
+    with pytest.raises(ConfigError, match="sigma_stagger"):
+        section_defaults("vae", {"sigma_stagger": 1.0})

@@ -4,7 +4,8 @@ File layout (see docs/ARCHITECTURE.md):
 
 - ``mu`` ``[N, K, d]`` (``cache.dtype``): encoder means μ_{t_k}(x); optional ``delta``
   ``[N, K, d]``: exact ∂μ/∂t at the levels (``cache.delta: jvp``).
-- ``t``, ``sigma``, ``beta`` float64 ``[K]``; ``schedule_t``, ``schedule_sigma`` float64 ``[M]``.
+- ``t``, ``sigma``, ``beta`` float64 ``[K]``; ``schedule_t``, ``schedule_sigma`` float64 ``[M]``
+  (``sigma`` ``[K, d]`` and ``schedule_sigma`` ``[M, d]`` for a VAE with ``vae.sigma_stagger`` > 0).
 - ``index`` int64 ``[N]`` (row in the image dataset) and copies of the dataset's
   ``split``, ``factors``, ``factor_classes``, ``attributes`` rows when present.
 - attrs: ``vae_sha256``, ``vae_config`` (JSON), ``levels`` (JSON), ``spacing``,
@@ -74,6 +75,18 @@ def _tabulate(fn: Any, t: np.ndarray, device: torch.device, name: str) -> np.nda
     values = values.detach().to(torch.float64).cpu().numpy().reshape(-1)
     if values.shape != t.shape or not np.all(np.isfinite(values)):
         raise CacheError(f"the VAE's {name}(t) returned a non-finite or misshaped table")
+    return values
+
+
+@torch.no_grad()
+def _tabulate_sigma(encoder: Any, t: np.ndarray, device: torch.device) -> np.ndarray:
+    """σ_t ``[M]`` of a shared schedule, or σ_{t,j} ``[M, d]`` of a per-dimension one."""
+    if not getattr(encoder, "per_dimension_sigma", False):
+        return _tabulate(encoder.sigma, t, device, "sigma")
+    values = encoder.posterior_sigma(torch.as_tensor(t, dtype=torch.float32, device=device))
+    values = values.detach().to(torch.float64).cpu().numpy()
+    if values.ndim != 2 or values.shape[0] != len(t) or not np.all(np.isfinite(values)):
+        raise CacheError("the VAE's posterior_sigma(t) returned a non-finite or misshaped table")
     return values
 
 
@@ -155,10 +168,10 @@ def build_cache(
     if isinstance(encoder, torch.nn.Module):
         encoder.eval()
     try:
-        sigma = _monotone(_tabulate(encoder.sigma, grid, device, "sigma"), "sigma_t at the levels")
+        sigma = _monotone(_tabulate_sigma(encoder, grid, device), "sigma_t at the levels")
         beta = _tabulate(encoder.beta, grid, device, "beta")
         schedule_sigma = _monotone(
-            _tabulate(encoder.sigma, schedule_t, device, "sigma"), "the dense sigma_t table"
+            _tabulate_sigma(encoder, schedule_t, device), "the dense sigma_t table"
         )
         logger.info(
             "caching %d images at %d levels (t=%s), delta=%s, dtype=%s -> %s",
@@ -442,8 +455,25 @@ class LatentCache:
             return np.arange(self.num_items)
         return np.flatnonzero(split_codes == SPLIT_CODES[split])
 
+    @property
+    def per_dimension_sigma(self) -> bool:
+        """True when the VAE's σ differs between dimensions (``sigma`` ``[K, d]``, ``schedule_sigma`` ``[M, d]``)."""
+        return self.schedule_sigma.ndim == 2
+
     def sigma_table(self) -> SigmaTable:
-        """σ_t of the VAE as a :class:`SigmaTable` over the dense schedule."""
+        """σ_t of the VAE as a :class:`SigmaTable` over the dense schedule.
+
+        Raises:
+            CacheError: the VAE has a per-dimension schedule, which the latent diffusion does
+                not support yet (the message names ``vae.sigma_stagger``).
+        """
+        if self.per_dimension_sigma:
+            raise CacheError(
+                f"latent cache {self.path} comes from a VAE with a per-dimension sigma schedule "
+                f"(vae.sigma_stagger > 0); the latent diffusion and its samplers support only the "
+                "shared sigma_t so far. Set vae.sigma_stagger: 0 for an experiment that trains a "
+                "denoiser (the VAE, the cache and the per-level metrics of this one stay valid)."
+            )
         return SigmaTable(self.schedule_t, self.schedule_sigma)
 
     def sigma_at(self, t: torch.Tensor) -> torch.Tensor:

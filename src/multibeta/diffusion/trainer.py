@@ -80,6 +80,7 @@ def normalisation_from_cache(
             "precond_t": np.array([0.0, 1.0]),
             "input_scale": np.ones(2),
         }
+    cache.sigma_table()  # refuses a per-dimension σ schedule, naming vae.sigma_stagger
     second_moment = (stats.var + stats.mean**2).mean(axis=1)  # [K]
     norm = {
         "precond_t": cache.t,

@@ -215,7 +215,7 @@ def evaluate_cache_levels(
         codes = cache.level(int(k))
         recon = decode_latents(vae.decode_image, torch.as_tensor(codes[recon_cache_rows]), t=t,
                                batch_size=cfg.reconstruction.batch_size, device=runtime, progress=False)
-        entry = {"t": t, "beta": float(cache.beta[k]), "sigma": float(cache.sigma[k])}
+        entry = {"t": t, "beta": float(cache.beta[k]), "sigma": float(np.mean(cache.sigma[k]))}  # mean over dims if per-dimension
         entry.update(level_metrics(codes, labels, originals, recon, cfg, lpips_model=lpips_model,
                                    runtime=runtime, classifier=classifier, recon_labels=recon_labels,
                                    disentangle=k in selected))

@@ -12,6 +12,13 @@ Registry (``vae.sigma_schedule``); a published name never changes meaning:
 - ``linear``: σ_t = max(t, sigma_min).
 
 All schedules compute in float32 with autocast disabled: σ feeds log σ in the KL term.
+
+Per-dimension staggering (``vae.sigma_stagger`` = s, an extension beyond the paper, whose σ_t
+is shared by every dimension): dimension j of d follows the shared schedule on its own clock,
+σ_{t,j} = σ(τ_j(t)) with τ_j(t) = clamp((t − a_j)/(1 − s), 0, 1) and a_j = s · j/(d − 1)
+(:func:`staggered_times`). Every dimension starts at σ_0 and ends at σ_1, but dimension 0
+loses its information first and dimension d − 1 last, so the posterior N(μ_t, diag σ_{t,j}²)
+is no longer rotation-invariant between t = 0 and t = 1. s = 0 is the shared schedule.
 """
 
 from __future__ import annotations
@@ -37,6 +44,25 @@ def register(name: str) -> Callable[[type], type]:
         return cls
 
     return deco
+
+
+def stagger_offsets(latent_dim: int, stagger: float) -> torch.Tensor:
+    """Clock offsets a_j = s · j/(d − 1) ``[d]`` (float32) of the staggered schedule; zeros for s = 0."""
+    if not 0.0 <= stagger < 1.0:
+        raise ValueError(f"sigma_stagger must lie in [0, 1), got {stagger}")
+    if latent_dim < 2:
+        return torch.zeros(latent_dim)
+    return stagger * torch.arange(latent_dim, dtype=torch.float32) / (latent_dim - 1)
+
+
+def staggered_times(t: torch.Tensor, offsets: torch.Tensor, stagger: float) -> torch.Tensor:
+    """τ_j(t) = clamp((t − a_j)/(1 − s), 0, 1): ``t`` ``[N]`` -> ``[N, d]`` (float32).
+
+    Each dimension's clock runs 1/(1 − s) times faster than t, starting at its offset
+    a_j = ``offsets[j]``; τ_j(0) = 0 and τ_j(1) = 1 for every j (a_j ≤ s).
+    """
+    tt = t.float().reshape(-1, 1)
+    return ((tt - offsets.to(tt.device).reshape(1, -1)) / (1.0 - stagger)).clamp(0.0, 1.0)
 
 
 class SigmaSchedule(nn.Module):

@@ -4,7 +4,8 @@ t ∈ [0, 1] indexes β(t) = β_min · (β_max/β_min)^t. Encoder E(x, t) -> μ_
 D(z, t) -> logits are convolutional networks for square images of side ``S = arch.image_size``
 (``data.image_size``: 32, 64, 128 or 256) whose every block is FiLM-modulated by a Fourier
 embedding of t. The posterior is q(z_t | x) = N(μ_t(x), σ_t² I) with σ_t a schedule shared by
-all data (:mod:`multibeta.models.schedules`).
+all data (:mod:`multibeta.models.schedules`), or, with ``vae.sigma_stagger`` > 0 (an extension),
+N(μ_t(x), diag σ_{t,j}²) with each dimension on its own staggered clock.
 
 Architecture (``L = len(arch.channels)`` levels, spatial size ``s = S / 2^L``)::
 
@@ -29,7 +30,7 @@ from torch.nn import functional as F
 from multibeta.core.config import ConfigError, from_section, to_dict
 from multibeta.core.image_size import IMAGE_SIZE, check_levels, default_channels  # noqa: F401 (re-exported)
 from multibeta.models.embedding import FiLM, FourierTimeEmbedding
-from multibeta.models.schedules import build_sigma_schedule
+from multibeta.models.schedules import build_sigma_schedule, stagger_offsets, staggered_times
 from multibeta.utils.checkpoint import CheckpointError, CheckpointMismatchError, check_arch, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ CONV_FORMAT = torch.channels_last
 #: Rows per encoder pass for inference on the CPU (see :meth:`MultiBetaVAE.encode`); 48-96
 #: rows were equally fast on a 2-core CPU, 256 rows 2.3x slower.
 ENCODE_CPU_ROWS = 64
+
+#: Architecture keys added after checkpoints were first written, with the value every older
+#: checkpoint had: 64x64 images and the shared σ_t.
+ARCH_DEFAULTS: dict[str, Any] = {"image_size": IMAGE_SIZE, "sigma_stagger": 0.0}
 
 @dataclass(frozen=True)
 class VAENetwork:
@@ -80,6 +85,7 @@ class VAEArch(VAENetwork):
     sigma_schedule: str
     sigma_min: float
     sigma_max: float
+    sigma_stagger: float
 
     def to_dict(self) -> dict[str, Any]:
         """The architecture as plain data (tuples as lists), as stored in checkpoints."""
@@ -90,14 +96,13 @@ class VAEArch(VAENetwork):
         """Read a checkpoint's ``arch`` dict.
 
         A record without ``image_size`` (every checkpoint written before image sizes other than
-        64 existed) is a 64x64 model.
+        64 existed) is a 64x64 model; one without ``sigma_stagger`` has the shared σ_t (0).
 
         Raises:
             CheckpointError: keys missing or unknown, or values of the wrong type: the file
                 was written by another version of multibeta (the message names ``source``).
         """
-        arch = dict(arch)
-        arch.setdefault("image_size", IMAGE_SIZE)
+        arch = {**ARCH_DEFAULTS, **arch}
         try:
             return from_section(cls, arch, "arch")
         except ConfigError as exc:
@@ -229,6 +234,10 @@ class MultiBetaVAE(nn.Module):
         self.fixed_beta = arch.fixed_beta
         self.schedule = build_sigma_schedule(arch.sigma_schedule, sigma_min=arch.sigma_min,
                                              sigma_max=arch.sigma_max, hidden=arch.sigma_hidden)
+        self.sigma_stagger = float(arch.sigma_stagger)
+        # a buffer outside the state dict: it follows .to(device) but older checkpoints load as they are
+        self.register_buffer("stagger_offsets", stagger_offsets(arch.latent_dim, self.sigma_stagger),
+                             persistent=False)
 
         def embed() -> FourierTimeEmbedding:
             return FourierTimeEmbedding(num_frequencies=arch.time_frequencies,
@@ -258,9 +267,31 @@ class MultiBetaVAE(nn.Module):
             return t.to(beta.dtype if beta.is_floating_point() else torch.float32)
         return float(t)
 
+    @property
+    def per_dimension_sigma(self) -> bool:
+        """True when σ_{t,j} differs between dimensions (``vae.sigma_stagger`` > 0)."""
+        return self.sigma_stagger > 0.0
+
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
-        """σ_t ``[N]`` (float32) of the shared posterior schedule."""
+        """σ_t ``[N]`` (float32) of the shared posterior schedule.
+
+        Raises:
+            ValueError: the model has a per-dimension schedule (use :meth:`posterior_sigma`).
+        """
+        if self.per_dimension_sigma:
+            raise ValueError(
+                f"this VAE has a per-dimension sigma schedule (vae.sigma_stagger = {self.sigma_stagger}): "
+                "sigma_t is [N, d], use posterior_sigma(t)"
+            )
         return self.schedule(t)
+
+    def posterior_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """The posterior std broadcastable against μ ``[N, d]``: ``[N, 1]`` for the shared σ_t,
+        ``[N, d]`` (σ_{t,j} = σ(τ_j(t)), float32) for a staggered one."""
+        if not self.per_dimension_sigma:
+            return self.schedule(t)[:, None]
+        tau = staggered_times(t, self.stagger_offsets, self.sigma_stagger)
+        return self.schedule(tau.reshape(-1)).reshape(tau.shape)
 
     @property
     def fixed_t(self) -> float | None:
@@ -301,11 +332,12 @@ class MultiBetaVAE(nn.Module):
             eps: standard normal noise ``[N, d]``.
 
         Returns:
-            ``(mu [N, d], sigma [N] or [1], logits [N, C, S, S])`` with z = μ + σ ε decoded.
+            ``(mu [N, d], sigma, logits [N, C, S, S])`` with z = μ + σ ε decoded; ``sigma`` is
+            :meth:`posterior_sigma` (``[N or 1, 1]``, or ``[N or 1, d]`` when staggered).
         """
         mu = self.encode(x, t)
-        sigma = self.sigma(t)
-        z = mu + sigma[:, None].to(mu.dtype) * eps.to(mu.dtype)
+        sigma = self.posterior_sigma(t)
+        z = mu + sigma.to(mu.dtype) * eps.to(mu.dtype)
         return mu, sigma, self.decode(z, t)
 
 
@@ -331,8 +363,8 @@ def load_vae(
     """
     try:
         state = load_checkpoint(path, kind="vae", map_location=map_location)
-        if arch is not None:  # a record without image_size is a 64x64 model (older checkpoints)
-            check_arch(path, {"image_size": IMAGE_SIZE, **state.get("arch", {})}, arch.to_dict())
+        if arch is not None:  # older checkpoints lack the keys of ARCH_DEFAULTS
+            check_arch(path, {**ARCH_DEFAULTS, **state.get("arch", {})}, arch.to_dict())
     except CheckpointMismatchError:
         raise
     except CheckpointError as exc:

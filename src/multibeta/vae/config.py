@@ -69,6 +69,7 @@ class VAEConfig(Section):
     sigma_schedule: SigmaScheduleName
     sigma_min: float
     sigma_max: float
+    sigma_stagger: float
     reconstruction: Reconstruction
     loss_weighting: LossWeighting
     t_sampling: TSampling
@@ -144,6 +145,7 @@ class VAEConfig(Section):
             sigma_schedule=self.sigma_schedule,
             sigma_min=self.sigma_min,
             sigma_max=self.sigma_max,
+            sigma_stagger=self.sigma_stagger,
             **network,
         )
 

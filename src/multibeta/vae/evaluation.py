@@ -44,7 +44,7 @@ class LevelEvaluation:
     """Per-level results on held-out images (K levels, d latent dims).
 
     Attributes:
-        t, beta, sigma: ``[K]``.
+        t, beta, sigma: ``[K]`` (sigma: the mean over dimensions of a per-dimension schedule).
         kl_per_dim: ``[K, d]`` mean KL(q(z_t|x) || N(0, 1)) per dimension (nats).
         kl: ``[K]`` summed over dimensions.
         rec_mean: ``[K]`` reconstruction error decoding μ_t (per image; ``bce`` in nats summed
@@ -120,19 +120,19 @@ def evaluate_levels(
             for i, tv in enumerate(t_arr):
                 t = torch.full((n,), float(tv), device=device)
                 mu = model.encode(x, t).float()
-                sigma = model.sigma(t)
+                sigma = model.posterior_sigma(t)
                 kl_sum[i] += kl_per_dim(mu, sigma).sum(0).double().cpu().numpy()
                 logits = model.decode(mu, t)
                 rec_mean[i] += float(_rec_error(logits, x, metric).sum())
                 mse_mean[i] += float(_rec_error(logits, x, "mse").sum())
                 eps = torch.randn(n, d, generator=gen).to(device)
-                logits_s = model.decode(mu + sigma[:, None] * eps, t)
+                logits_s = model.decode(mu + sigma * eps, t)
                 rec_sample[i] += float(_rec_error(logits_s, x, metric).sum())
             n_total += n
     tt = torch.as_tensor(t_arr, dtype=torch.float32, device=device)
     with torch.no_grad():
         beta = model.beta(tt).double().cpu().numpy()
-        sigma_k = model.sigma(tt).double().cpu().numpy()
+        sigma_k = model.posterior_sigma(tt).mean(1).double().cpu().numpy()
     kld = kl_sum / n_total
     return LevelEvaluation(
         t=t_arr, beta=beta, sigma=sigma_k, kl_per_dim=kld, kl=kld.sum(1),
@@ -178,12 +178,13 @@ def prior_gap(
         for x in _batches(source, num_images, batch_size):
             tt = torch.full((x.shape[0],), t, device=device)
             mus.append(model.encode(x.to(device), tt).double().cpu())
-        sigma = float(model.sigma(torch.tensor([t], device=device)).item())
+        sigma_j = model.posterior_sigma(torch.tensor([t], device=device)).reshape(-1).double().cpu()
     mu = torch.cat(mus)
     m = mu.mean(0)
     d = mu.shape[1]
     cov = torch.cov(mu.T).reshape(d, d) if mu.shape[0] > 1 else torch.zeros(d, d, dtype=mu.dtype)
-    cov = cov + sigma**2 * torch.eye(d, dtype=mu.dtype)
+    cov = cov + torch.diag(sigma_j.expand(d) ** 2)
+    sigma = float(sigma_j.mean())
     kl = 0.5 * (torch.trace(cov) + m @ m - d - torch.logdet(cov))
     return {"t": t, "sigma": sigma, "gaussian_kl_to_prior": float(kl), "mean_norm": float(m.norm()),
             "mean_variance": float(torch.diagonal(cov).mean()), "num_images": int(mu.shape[0])}

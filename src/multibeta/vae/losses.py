@@ -64,9 +64,15 @@ class LossWeighting:
 
 
 def kl_per_dim(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """KL(N(μ, σ²) || N(0, 1)) per dimension ``[N, d]`` (nats) for μ ``[N, d]``, σ ``[N]``/``[1]``."""
+    """KL(N(μ, σ²) || N(0, 1)) per dimension ``[N, d]`` (nats) for μ ``[N, d]``.
+
+    ``sigma``: ``[N]``/``[1]`` (one σ per row), or ``[N or 1, 1]``/``[N or 1, d]`` as
+    :meth:`MultiBetaVAE.posterior_sigma` returns it.
+    """
     mu = mu.float()
-    s = sigma.float()[:, None]
+    s = sigma.float()
+    if s.ndim == 1:
+        s = s[:, None]
     return 0.5 * (mu.square() + s.square() - 1.0) - torch.log(s)
 
 
@@ -195,5 +201,5 @@ class VAEObjective(nn.Module):
         weight = self.weighting(beta).expand_as(rec)
         loss = (weight * (rec + beta * kl)).mean()
         return LossTerms(loss=loss, rec=rec, kl=kl, kl_per_dim=kld, weight=weight,
-                         beta=beta.expand_as(rec), sigma=sigma.expand_as(rec), logits=logits,
+                         beta=beta.expand_as(rec), sigma=sigma.mean(1).expand_as(rec), logits=logits,
                          parts=parts)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from multibeta.data.h5io import spread_positions
@@ -77,14 +78,22 @@ def plot_loss_curves(csv_path: str | os.PathLike, out_png: str | os.PathLike) ->
 
 @torch.no_grad()
 def plot_sigma_vs_beta(model: MultiBetaVAE, out_png: str | os.PathLike, *, points: int = 201) -> Path:
-    """σ_t against β(t) on a log β axis, with the t axis on top."""
+    """σ_t against β(t) on a log β axis, with the t axis on top (one line per dimension when
+    the schedule is staggered)."""
     device = next(model.parameters()).device
     t = torch.linspace(0.0, 1.0, points, device=device)
     beta = model.beta(t).cpu().numpy()
-    sigma = model.sigma(t).cpu().numpy()
+    sigma = model.posterior_sigma(t).cpu().numpy()  # [points, 1] or [points, d]
     fig = Figure(figsize=(5.0, 3.6))
     ax = fig.add_subplot(1, 1, 1)
-    ax.plot(beta, sigma, label=f"sigma_t ({model.schedule.name})")
+    if sigma.shape[1] == 1:
+        ax.plot(beta, sigma[:, 0], label=f"sigma_t ({model.schedule.name})")
+    else:
+        colours = colormaps["viridis"](np.linspace(0.0, 1.0, sigma.shape[1]))
+        for j in range(sigma.shape[1]):
+            ax.plot(beta, sigma[:, j], color=colours[j], lw=1,
+                    label=(f"sigma_t,j ({model.schedule.name}, stagger {model.sigma_stagger:g}): "
+                           f"z0 (violet) ... z{sigma.shape[1] - 1} (yellow)") if j == 0 else None)
     if model.fixed_beta is not None:
         ax.axvline(model.fixed_beta, color="k", ls=":", label=f"fixed beta={model.fixed_beta:g}")
     ax.set_xscale("log")
