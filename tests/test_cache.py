@@ -338,13 +338,18 @@ class StaggeredEncoder(SmoothEncoder):
         return torch.sin(math.pi * ((t[:, None] - offsets) / 0.5).clamp(0, 1) / 2)
 
 
-def test_a_per_dimension_sigma_is_stored_per_dimension_and_the_diffusion_refuses_it(tmp_path: Path) -> None:
+def test_a_per_dimension_sigma_is_stored_and_tabulated_per_dimension(tmp_path: Path) -> None:
     cache = LatentCache(make_cache(tmp_path / "c.h5", StaggeredEncoder()))
     assert cache.per_dimension_sigma
     assert cache.sigma.shape == (5, D) and cache.schedule_sigma.shape == (len(cache.schedule_t), D)
     np.testing.assert_allclose(cache.sigma[2], [1.0, math.sin(math.pi / 4), 0.0], atol=1e-6)  # t = 0.5
     np.testing.assert_allclose(cache.sigma[[0, -1]], [[0.0] * D, [1.0] * D], atol=1e-6)
-    with pytest.raises(CacheError, match="vae.sigma_stagger"):
-        cache.sigma_table()
+    table = cache.sigma_table()
+    assert table.per_dimension
+    at_half = table(torch.tensor([0.5, 0.5], dtype=torch.float64))
+    assert at_half.shape == (2, D)
+    np.testing.assert_allclose(at_half[0].numpy(), [1.0, math.sin(math.pi / 4), 0.0], atol=1e-6)
+    np.testing.assert_allclose(cache.sigma_1, [1.0] * D, atol=1e-6)
     shared = LatentCache(make_cache(tmp_path / "s.h5"))
     assert not shared.per_dimension_sigma and shared.sigma.shape == (5,)
+    assert isinstance(shared.sigma_1, float) and not shared.sigma_table().per_dimension

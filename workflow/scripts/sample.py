@@ -26,7 +26,7 @@ def main(smk) -> None:
     if run.variant != "standard_ldm":  # its prior is N(0, I) in normalised t=0 latent space
         cache = LatentCache(smk.input.cache)
         mu_1 = torch.as_tensor(cache.level(cache.num_levels - 1))
-        sigma_1 = float(cache.sigma[-1])
+        sigma_1 = cache.sigma_1
         mismatch = start_mismatch(mu_1, sigma_1)
         if run.uses_fitted_prior:
             prior = GaussianPrior.fit(mu_1[cache.rows("train")], sigma_1)

@@ -66,12 +66,13 @@ def latent_space(cache: LatentCache) -> dict[str, Any]:
 
     Returns:
         ``kind`` (``"latent_space"``), ``schedule_t`` / ``schedule_sigma`` ``[M]`` (float64: σ_t on a dense grid), ``level_t``
-        / ``level_sigma`` / ``level_beta`` ``[K]`` (the cached levels), and the fitted start
+        / ``level_sigma`` / ``level_beta`` ``[K]`` (the cached levels; the two σ tables are
+        ``[M, d]`` / ``[K, d]`` for a per-dimension schedule), and the fitted start
         distribution of z_1 (``prior_mean`` ``[d]``, ``prior_scale_tril`` ``[d, d]``, float32,
         fitted on the training rows exactly as the sample rule fits it).
     """
     mu_1 = torch.as_tensor(cache.level(cache.num_levels - 1))
-    prior = GaussianPrior.fit(mu_1[cache.rows("train")], float(cache.sigma[-1]))
+    prior = GaussianPrior.fit(mu_1[cache.rows("train")], cache.sigma_1)
     return {
         "kind": "latent_space",
         "schedule_t": torch.as_tensor(cache.schedule_t),
@@ -79,7 +80,8 @@ def latent_space(cache: LatentCache) -> dict[str, Any]:
         "level_t": torch.as_tensor(cache.t),
         "level_sigma": torch.as_tensor(cache.sigma),
         "level_beta": torch.as_tensor(cache.beta),
-        "sigma_1": float(cache.sigma[-1]),
+        # σ at t = 1; its RMS over dimensions for a per-dimension schedule (the prior holds the rest)
+        "sigma_1": sigma_1 if isinstance(sigma_1 := cache.sigma_1, float) else float(np.sqrt(np.mean(sigma_1**2))),
         "prior_mean": prior.mean,
         "prior_scale_tril": prior.scale_tril,
         "vae_sha256": cache.vae_sha256,

@@ -173,11 +173,15 @@ class Bundle:
         d = self.manifest.get("latent_dim")
         vectors = {"schedule_t": None, "schedule_sigma": None, "level_t": None, "level_sigma": None,
                    "level_beta": None, "prior_mean": d}
+        per_dimension = ("schedule_sigma", "level_sigma")  # [M, d] / [K, d] for a per-dimension σ
         for key, size in vectors.items():
             value = space.get(key)
-            if not (isinstance(value, torch.Tensor) and value.ndim == 1 and value.is_floating_point()
+            table = (key in per_dimension and isinstance(value, torch.Tensor) and value.ndim == 2
+                     and value.shape[1] == d)
+            if not (isinstance(value, torch.Tensor) and (value.ndim == 1 or table) and value.is_floating_point()
                     and (size is None or len(value) == size)):
-                raise self._refuse(LATENT_SPACE_FILE, f"{key} is not a float vector" + (f" of {size}" if size else ""))
+                raise self._refuse(LATENT_SPACE_FILE, f"{key} is not a float vector" + (f" of {size}" if size else "")
+                                   + (f" (or a [n, {d}] table)" if key in per_dimension else ""))
         tril = space.get("prior_scale_tril")
         if not (isinstance(tril, torch.Tensor) and tril.is_floating_point() and tuple(tril.shape) == (d, d)):
             raise self._refuse(LATENT_SPACE_FILE, f"prior_scale_tril is not a float [{d}, {d}] matrix")

@@ -460,24 +460,18 @@ class LatentCache:
         """True when the VAE's σ differs between dimensions (``sigma`` ``[K, d]``, ``schedule_sigma`` ``[M, d]``)."""
         return self.schedule_sigma.ndim == 2
 
-    def sigma_table(self) -> SigmaTable:
-        """σ_t of the VAE as a :class:`SigmaTable` over the dense schedule.
+    @property
+    def sigma_1(self) -> float | np.ndarray:
+        """σ at the last level (t = 1): a float, or ``[d]`` for a per-dimension schedule."""
+        return self.sigma[-1].copy() if self.per_dimension_sigma else float(self.sigma[-1])
 
-        Raises:
-            CacheError: the VAE has a per-dimension schedule, which the latent diffusion does
-                not support yet (the message names ``vae.sigma_stagger``).
-        """
-        if self.per_dimension_sigma:
-            raise CacheError(
-                f"latent cache {self.path} comes from a VAE with a per-dimension sigma schedule "
-                f"(vae.sigma_stagger > 0); the latent diffusion and its samplers support only the "
-                "shared sigma_t so far. Set vae.sigma_stagger: 0 for an experiment that trains a "
-                "denoiser (the VAE, the cache and the per-level metrics of this one stay valid)."
-            )
+    def sigma_table(self) -> SigmaTable:
+        """σ_t of the VAE as a :class:`SigmaTable` over the dense schedule (per dimension when
+        :attr:`per_dimension_sigma`)."""
         return SigmaTable(self.schedule_t, self.schedule_sigma)
 
     def sigma_at(self, t: torch.Tensor) -> torch.Tensor:
-        """σ_t ``[B]`` by linear interpolation of the dense schedule."""
+        """σ_t ``[B]`` (``[B, d]`` per dimension) by linear interpolation of the dense schedule."""
         return self.sigma_table().to(t.device)(t)
 
     def check_vae(self, sha256: str) -> None:

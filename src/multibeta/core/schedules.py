@@ -21,7 +21,8 @@ class SigmaTable(torch.nn.Module):
 
     Args:
         t_grid: ascending times ``[M]`` covering [0, 1].
-        sigma: σ at those times ``[M]`` (non-decreasing).
+        sigma: σ at those times, ``[M]`` (one σ_t for every latent dimension) or ``[M, d]``
+            (a per-dimension schedule, ``vae.sigma_stagger``); non-decreasing in t.
     """
 
     def __init__(self, t_grid: np.ndarray | torch.Tensor, sigma: np.ndarray | torch.Tensor) -> None:
@@ -30,31 +31,49 @@ class SigmaTable(torch.nn.Module):
         # both, then filled by load_state_dict, would otherwise end with σ in both)
         t_grid = torch.tensor(np.asarray(t_grid), dtype=torch.float64)
         sigma = torch.tensor(np.asarray(sigma), dtype=torch.float64)
-        if t_grid.ndim != 1 or t_grid.shape != sigma.shape or len(t_grid) < 2:
-            raise ValueError("t_grid and sigma must be 1-D arrays of the same length >= 2")
+        if t_grid.ndim != 1 or sigma.ndim not in (1, 2) or sigma.shape[0] != len(t_grid) or len(t_grid) < 2:
+            raise ValueError("t_grid must be 1-D and sigma [M] or [M, d], both with the same M >= 2")
         if torch.any(torch.diff(t_grid) <= 0):
             raise ValueError("t_grid must be strictly ascending")
-        if torch.any(torch.diff(sigma) < 0):
+        if torch.any(torch.diff(sigma, dim=0) < 0):
             raise ValueError("sigma must be non-decreasing in t")
         self.register_buffer("t_grid", t_grid)
         self.register_buffer("sigma_grid", sigma)
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        """σ_t for ``t`` of any shape (clamped to the table's range), in ``t``'s dtype."""
+    @property
+    def per_dimension(self) -> bool:
+        """True for a ``[M, d]`` table (σ differs between latent dimensions)."""
+        return self.sigma_grid.ndim == 2
+
+    def _segment(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tg = self.t_grid
         tt = t.to(torch.float64).clamp(tg[0], tg[-1])
         k = torch.searchsorted(tg, tt.contiguous(), right=True).clamp(1, len(tg) - 1)
-        t0, t1 = tg[k - 1], tg[k]
+        return k, tt
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """σ_t for ``t`` of any shape (clamped to the table's range), in ``t``'s dtype:
+        shape ``t.shape`` (shared) or ``t.shape + (d,)`` (per dimension)."""
+        k, tt = self._segment(t)
+        t0, t1 = self.t_grid[k - 1], self.t_grid[k]
         s0, s1 = self.sigma_grid[k - 1], self.sigma_grid[k]
         w = (tt - t0) / (t1 - t0)
+        if self.per_dimension:
+            w = w[..., None]
         return (s0 + w * (s1 - s0)).to(t.dtype if t.is_floating_point() else torch.float32)
+
+    def rms(self, t: torch.Tensor) -> torch.Tensor:
+        """σ̄_t = sqrt(mean_j σ_{t,j}²), shape ``t.shape``: the noise level of the whole latent
+        (σ_t itself for a shared table), for everything that needs one number per t."""
+        sigma = self(t)
+        return sigma.pow(2).mean(-1).sqrt() if self.per_dimension else sigma
 
     def derivative(self, t: torch.Tensor) -> torch.Tensor:
         """dσ/dt of the piecewise-linear interpolant (right derivative at grid points)."""
+        k, _ = self._segment(t)
         tg = self.t_grid
-        tt = t.to(torch.float64).clamp(tg[0], tg[-1])
-        k = torch.searchsorted(tg, tt.contiguous(), right=True).clamp(1, len(tg) - 1)
-        slope = (self.sigma_grid[k] - self.sigma_grid[k - 1]) / (tg[k] - tg[k - 1])
+        dt = tg[k] - tg[k - 1]
+        slope = (self.sigma_grid[k] - self.sigma_grid[k - 1]) / (dt[..., None] if self.per_dimension else dt)
         return slope.to(t.dtype if t.is_floating_point() else torch.float32)
 
 

@@ -4,7 +4,8 @@ Two forward processes share one interface (:meth:`training_batch`):
 
 - :class:`MultiBetaProcess` (variants ``multibeta`` and ``noise_only``): the encoder-induced,
   non-linear process z_t = μ_t(x) + σ_t ε, with μ_t(x) linearly interpolated between the
-  cached levels, Δ_t(x) = dμ_t/dt from the cache, and σ_t from the VAE's tabulated schedule.
+  cached levels, Δ_t(x) = dμ_t/dt from the cache, and σ_t from the VAE's tabulated schedule
+  (σ_t ⊙ ε with σ_t ``[d]`` for a per-dimension schedule, ``vae.sigma_stagger``).
 - :class:`CosineProcess` (``standard_ldm``): z_t = sqrt(ᾱ_t) ẑ_0 + sqrt(1 − ᾱ_t) ε on the
   normalised t=0 latents ẑ_0 = (μ_0 − mean)/std, with the cosine ᾱ of Nichol & Dhariwal.
 
@@ -156,18 +157,20 @@ class MultiBetaProcess:
         self.with_delta = with_delta
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
-        """σ_t ``[B]``."""
+        """σ_t ``[B]`` (``[B, d]`` for a per-dimension schedule)."""
         return self.sigma_table(t)
 
     def q_sample(self, mu_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """z_t = μ_t + σ_t ε: ``[B, d]``."""
-        return mu_t + self.sigma(t).to(mu_t.dtype)[:, None] * eps
+        sigma = self.sigma(t).to(mu_t.dtype)
+        return mu_t + (sigma if self.sigma_table.per_dimension else sigma[:, None]) * eps
 
     def snr(self, t: torch.Tensor) -> torch.Tensor:
-        """snr(t) = v̄(t)/σ_t² ``[B]`` (float32; inf where σ_t = 0)."""
+        """snr(t) = v̄(t)/σ̄_t² ``[B]`` (float32; inf where σ_t = 0); σ̄_t = σ_t, or the RMS over
+        dimensions of a per-dimension schedule."""
         k, w = segment(self.level_t, t)
         v = (1 - w) * self.signal_var[k] + w * self.signal_var[k + 1]
-        return (v / self.sigma(t.double()) ** 2).float()
+        return (v / self.sigma_table.rms(t.double()) ** 2).float()
 
     def training_batch(self, idx: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> Batch:
         """Noised latents and targets of cache rows ``idx [B]`` at times ``t [B]`` with noise ``eps [B, d]``."""

@@ -80,11 +80,11 @@ def normalisation_from_cache(
             "precond_t": np.array([0.0, 1.0]),
             "input_scale": np.ones(2),
         }
-    cache.sigma_table()  # refuses a per-dimension σ schedule, naming vae.sigma_stagger
     second_moment = (stats.var + stats.mean**2).mean(axis=1)  # [K]
+    noise_power = cache.sigma**2 if cache.sigma.ndim == 1 else (cache.sigma**2).mean(axis=1)  # [K]
     norm = {
         "precond_t": cache.t,
-        "input_scale": 1.0 / np.sqrt(second_moment + cache.sigma**2),
+        "input_scale": 1.0 / np.sqrt(second_moment + noise_power),
         "schedule_t": cache.schedule_t,
         "schedule_sigma": cache.schedule_sigma,
     }
@@ -118,6 +118,7 @@ def build_denoiser(cfg: DiffusionConfig, *, variant: str, cache: LatentCache) ->
             if variant == "multibeta" and cfg.delta_scale == "per_level"
             else 0
         ),
+        per_dimension_sigma=not ldm and cache.per_dimension_sigma,
     )
 
 

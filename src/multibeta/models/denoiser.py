@@ -20,7 +20,9 @@ from cache statistics and saved with the weights:
   moves at that level, as the ε head's is relative to unit noise.
 - ``latent_mean``, ``latent_std`` ``[d]`` (``standard_ldm``): that variant works on normalised
   t=0 latents ẑ_0 = (μ_0 − mean)/std; :meth:`denormalize` maps a sample back.
-- ``sigma_table`` (``multibeta``, ``noise_only``): the VAE's σ_t, so :meth:`sigma` needs no cache.
+- ``sigma_table`` (``multibeta``, ``noise_only``): the VAE's σ_t, so :meth:`sigma` needs no cache;
+  ``[M, d]`` when the VAE's σ differs between dimensions (arch key ``per_dimension_sigma``), where
+  c_in and λ(t) use the RMS over dimensions σ̄_t (:meth:`SigmaTable.rms`).
 
 The network's time input (``time_input``): ``t`` itself, or ``logsnr``: the time u ∈ (0, 1) at
 which the cosine schedule has the same log-SNR, u = (2/π)·atan(exp(−λ(t)/2)) with
@@ -131,6 +133,7 @@ class LatentDenoiser(nn.Module):
         schedule_points: int = 0,
         time_input: TimeInput = "t",
         delta_scale_points: int = 0,
+        per_dimension_sigma: bool = False,
     ) -> None:
         super().__init__()
         self.variant = check_variant(variant)
@@ -156,6 +159,10 @@ class LatentDenoiser(nn.Module):
                     f"{delta_scale_points} for {variant}"
                 )
             self._arch["delta_scale_points"] = delta_scale_points
+        if per_dimension_sigma:
+            if variant == "standard_ldm":
+                raise ValueError("standard_ldm uses the cosine schedule, not a per-dimension σ_t table")
+            self._arch["per_dimension_sigma"] = True
         self.latent_dim = latent_dim
         self.time_embed_dim = time_embed_dim
         self.time_mlp = nn.Sequential(
@@ -191,7 +198,8 @@ class LatentDenoiser(nn.Module):
             if schedule_points < 2:
                 raise ValueError(f"variant {variant} needs schedule_points >= 2 (the σ_t table)")
             grid = np.linspace(0.0, 1.0, schedule_points)
-            self.sigma_table = SigmaTable(grid, grid)
+            placeholder = np.repeat(grid[:, None], latent_dim, axis=1) if per_dimension_sigma else grid
+            self.sigma_table = SigmaTable(grid, placeholder)
 
     def arch(self) -> dict[str, Any]:
         """The constructor arguments (the checkpoint's ``arch``)."""
@@ -256,8 +264,8 @@ class LatentDenoiser(nn.Module):
             ab = cosine_alpha_bar(t.double()).double()
             return torch.log(ab) - torch.log1p(-ab.clamp(max=1 - 1e-15))
         k, w = segment(self.precond_t, t)
-        sig = self.sigma_table(t.double()).clamp_min(1e-12)
-        power_k = (1.0 / self.input_scale**2 - self.sigma_table(self.precond_t) ** 2).clamp_min(1e-12)
+        sig = self.sigma_table.rms(t.double()).clamp_min(1e-12)
+        power_k = (1.0 / self.input_scale**2 - self.sigma_table.rms(self.precond_t) ** 2).clamp_min(1e-12)
         power = (1 - w) * power_k[k] + w * power_k[k + 1]
         return torch.log(power) - 2.0 * torch.log(sig)
 
@@ -277,7 +285,7 @@ class LatentDenoiser(nn.Module):
         return ((2.0 / math.pi) * torch.atan(torch.exp(-0.5 * lam))).to(torch.float32)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
-        """σ_t ``[N]`` of this variant's forward process (float32)."""
+        """σ_t ``[N]`` of this variant's forward process (float32; ``[N, d]`` for a per-dimension σ)."""
         if self.sigma_table is None:
             return (1 - cosine_alpha_bar(t.float())).clamp_min(0).sqrt()
         return self.sigma_table(t.float())

@@ -73,11 +73,31 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- the update rules
 
 
-def step_noise_scale(sigma_t: float, sigma_s: float, eta: float) -> float:
-    """c = η ς_s sqrt(1 − ς_s²/ς_t²), the std of the fresh noise of one step (0 if ς_t = 0)."""
-    if eta == 0.0 or sigma_t <= 0.0:
-        return 0.0
-    return eta * sigma_s * math.sqrt(max(0.0, 1.0 - (sigma_s / sigma_t) ** 2))
+def _sqrt_clamped(v: float | torch.Tensor) -> float | torch.Tensor:
+    return math.sqrt(max(0.0, v)) if isinstance(v, float) else v.clamp_min(0.0).sqrt()
+
+
+def _any_positive(v: float | torch.Tensor) -> bool:
+    return v > 0.0 if isinstance(v, float) else bool((v > 0.0).any())
+
+
+def step_noise_scale(
+    sigma_t: float | torch.Tensor, sigma_s: float | torch.Tensor, eta: float
+) -> float | torch.Tensor:
+    """c = η ς_s sqrt(1 − ς_s²/ς_t²), the std of the fresh noise of one step (0 if ς_t = 0).
+
+    Floats give a float; ``[d]`` tensors (a per-dimension schedule) give c per dimension.
+    """
+    if isinstance(sigma_t, float) and isinstance(sigma_s, float):
+        if eta == 0.0 or sigma_t <= 0.0:
+            return 0.0
+        return eta * sigma_s * math.sqrt(max(0.0, 1.0 - (sigma_s / sigma_t) ** 2))
+    sigma_t, sigma_s = torch.as_tensor(sigma_t), torch.as_tensor(sigma_s)
+    if eta == 0.0:
+        return torch.zeros_like(sigma_s)
+    ratio = sigma_s / sigma_t.clamp_min(torch.finfo(sigma_t.dtype).tiny)
+    c = eta * sigma_s * (1.0 - ratio**2).clamp_min(0.0).sqrt()
+    return torch.where(sigma_t > 0.0, c, torch.zeros_like(c))
 
 
 def generalized_step(
@@ -87,8 +107,8 @@ def generalized_step(
     *,
     t: float,
     s: float,
-    sigma_t: float,
-    sigma_s: float,
+    sigma_t: float | torch.Tensor,
+    sigma_s: float | torch.Tensor,
     eta: float,
     noise: torch.Tensor | None = None,
     return_mean: bool = False,
@@ -98,7 +118,7 @@ def generalized_step(
     Args:
         x: the state x_t.
         eps, delta: the predictions ε̂, Δ̂ at (x_t, t); ``delta=None`` means Δ̂ = 0.
-        sigma_t, sigma_s: noise levels ς_t, ς_s.
+        sigma_t, sigma_s: noise levels ς_t, ς_s (floats, or ``[d]`` per dimension).
         eta: 0 deterministic, 1 ancestral.
         noise: ξ ~ N(0, I), needed when the step adds noise (η > 0 and ς_s > 0).
         return_mean: return μ̂_s instead of x_s (the noise-free final latent).
@@ -109,19 +129,24 @@ def generalized_step(
     if return_mean:
         return mu
     c = step_noise_scale(sigma_t, sigma_s, eta)
-    out = mu + math.sqrt(max(0.0, sigma_s**2 - c**2)) * eps
-    if c > 0.0:
+    out = mu + _sqrt_clamped(sigma_s**2 - c**2) * eps
+    if _any_positive(c):
         if noise is None:
             raise ValueError("a stochastic step (eta > 0) needs noise")
         out = out + c * noise
     return out
 
 
+def _level(value: float | torch.Tensor) -> float | torch.Tensor:
+    """A grid entry of ``sigmas`` as a float, or as the ``[d]`` tensor it is."""
+    return value if isinstance(value, torch.Tensor) and value.ndim == 1 else float(value)
+
+
 def run_sampler(
     predict: Predictor,
     x: torch.Tensor,
     times: Sequence[float],
-    sigmas: Sequence[float],
+    sigmas: Sequence[float] | Sequence[torch.Tensor],
     *,
     eta: float,
     solver: Solver,
@@ -134,7 +159,8 @@ def run_sampler(
     Args:
         predict: the network (or an oracle) in the sampler's coordinates.
         x: the start state ``[N, d]``.
-        times, sigmas: the grid ``[K + 1]`` and ς at each grid point.
+        times, sigmas: the grid ``[K + 1]`` and ς at each grid point (floats, or ``[d]`` tensors
+            on the state's device for a per-dimension schedule).
         eta: noise of the generalized step; ``heun`` requires 0.
         solver: ``euler`` (the generalized step) or ``heun`` (second order, deterministic).
         noise: returns a fresh ξ ``[N, d]`` each call (needed when η > 0).
@@ -153,7 +179,7 @@ def run_sampler(
     n_steps = len(times) - 1
     for i in range(n_steps):
         t, s = float(times[i]), float(times[i + 1])
-        sig_t, sig_s = float(sigmas[i]), float(sigmas[i + 1])
+        sig_t, sig_s = _level(sigmas[i]), _level(sigmas[i + 1])
         eps, delta = predict(x, t)
         last = i == n_steps - 1
         if last and final_mean:
@@ -173,7 +199,7 @@ def run_sampler(
         else:
             c = step_noise_scale(sig_t, sig_s, eta)
             xi = None
-            if c > 0.0:
+            if _any_positive(c):
                 if noise is None:
                     raise ValueError("eta > 0 needs a noise source")
                 xi = noise()
@@ -186,7 +212,7 @@ def run_sampler(
 
 
 def invert_start(
-    predict: Predictor, m: torch.Tensor, t: float, sigma_t: float, iterations: int
+    predict: Predictor, m: torch.Tensor, t: float, sigma_t: float | torch.Tensor, iterations: int
 ) -> torch.Tensor:
     """A state x_t whose predicted clean part is the given mean ``m`` ``[N, d]``.
 
@@ -232,8 +258,10 @@ class LatentProcess:
     std: torch.Tensor | None = None
     logsnr: LogSnrTable | None = None
 
-    def sigma_at(self, t: float) -> float:
-        return float(self.sigma(torch.tensor([t], dtype=torch.float64))[0])
+    def sigma_at(self, t: float) -> float | torch.Tensor:
+        """ς(t): a float, or ``[d]`` (float64) for a per-dimension schedule."""
+        value = self.sigma(torch.tensor([t], dtype=torch.float64))[0]
+        return value if value.ndim == 1 else float(value)
 
     def scale_at(self, t: float) -> float:
         return (
@@ -356,18 +384,21 @@ class GaussianPrior:
     scale_tril: torch.Tensor
 
     @classmethod
-    def fit(cls, mu_1: torch.Tensor | np.ndarray, sigma_1: float) -> GaussianPrior:
-        """Moment-match the aggregate z_1: mean of μ_1, covariance Cov(μ_1) + σ_1² I.
+    def fit(cls, mu_1: torch.Tensor | np.ndarray, sigma_1: float | np.ndarray | torch.Tensor) -> GaussianPrior:
+        """Moment-match the aggregate z_1: mean of μ_1, covariance Cov(μ_1) + diag(σ_1²).
 
         Args:
             mu_1: encoder means at t = 1 of the training images, ``[N, d]`` (N ≥ 2).
-            sigma_1: σ at t = 1.
+            sigma_1: σ at t = 1 (a number, or ``[d]`` for a per-dimension schedule).
         """
         mu = torch.as_tensor(mu_1).to(torch.float64)
         if mu.ndim != 2 or len(mu) < 2:
             raise ValueError(f"mu_1 must be [N >= 2, d], got shape {tuple(mu.shape)}")
         cov = torch.cov(mu.T).reshape(mu.shape[1], mu.shape[1])
-        cov = cov + float(sigma_1) ** 2 * torch.eye(mu.shape[1], dtype=torch.float64)
+        if np.ndim(sigma_1) == 0:
+            cov = cov + float(sigma_1) ** 2 * torch.eye(mu.shape[1], dtype=torch.float64)
+        else:
+            cov = cov + torch.diag(torch.as_tensor(np.asarray(sigma_1), dtype=torch.float64) ** 2)
         return cls(mean=mu.mean(0).float(), scale_tril=torch.linalg.cholesky(cov).float())
 
     @property
@@ -497,7 +528,9 @@ def sample_latents(
             raise ValueError(f"prior of dimension {tuple(prior.mean.shape)} for latents of size {dim}")
     times = time_grid(settings.steps, settings.spacing, t_start=t_start, t_end=0.0,
                       logsnr=process.logsnr)
-    sigmas = process.sigma(times).tolist()
+    sigma_grid = process.sigma(times)
+    # floats for a shared ς; [d] rows on the device for a per-dimension one (vae.sigma_stagger)
+    sigmas = sigma_grid.tolist() if sigma_grid.ndim == 1 else list(sigma_grid.to(dev, torch.float32))
     times_l = times.tolist()
     predict = make_predictor(model, process)
     n_batches = math.ceil(n / batch_size) if n else 0
@@ -519,9 +552,9 @@ def sample_latents(
                 x = sigmas[0] * noise() if prior is None else prior.transform(noise())
             else:
                 x = process.from_latent(z_start[lo:hi].to(dev, torch.float32))
-                if start == "forward" and sigmas[0] > 0:
+                if start == "forward" and _any_positive(sigmas[0]):
                     x = x + sigmas[0] * noise()
-                elif start == "inversion" and sigmas[0] > 0:
+                elif start == "inversion" and _any_positive(sigmas[0]):
                     x = invert_start(predict, x, times_l[0], sigmas[0], inversion_steps)
             x = run_sampler(
                 predict,
@@ -695,7 +728,7 @@ def sample_run(
     return SampleOutput(latents=latents, images=images, timing=record)
 
 
-def start_mismatch(mu_1: torch.Tensor, sigma_1: float) -> dict[str, float]:
+def start_mismatch(mu_1: torch.Tensor, sigma_1: float | np.ndarray) -> dict[str, float]:
     """How far the cached t=1 latents are from the sampler's start N(0, σ_1² I).
 
     The true z_1 = μ_1(x) + σ_1 ε has per-dimension mean m_j and variance v_j + σ_1² (v_j the
@@ -704,11 +737,11 @@ def start_mismatch(mu_1: torch.Tensor, sigma_1: float) -> dict[str, float]:
 
     Args:
         mu_1: cached encoder means at t = 1, ``[N, d]``.
-        sigma_1: σ at t = 1.
+        sigma_1: σ at t = 1 (a number, or ``[d]`` for a per-dimension schedule).
     """
     mu = mu_1.to(torch.float64)
     m, v = mu.mean(0), mu.var(0, unbiased=False)
-    s2 = float(sigma_1) ** 2
+    s2 = float(sigma_1) ** 2 if np.ndim(sigma_1) == 0 else torch.as_tensor(np.asarray(sigma_1), dtype=torch.float64) ** 2
     ratio = (v + s2) / s2
     kl = 0.5 * (ratio + m**2 / s2 - 1.0 - torch.log(ratio))
     return {
