@@ -125,6 +125,15 @@ def slope(steps: list[int], errors: list[float]) -> float:
     return float(np.polyfit(np.log(steps), np.log(errors), 1)[0])
 
 
+def flow_errors(oracle, sigma, z1: torch.Tensor, exact: torch.Tensor, steps: list[int], **overrides) -> list[float]:
+    """Max error of the sampler's z_0 against the exact flow ``exact`` from ``z1``, per step count."""
+    errors = []
+    for n in steps:
+        z0 = sample_latents(oracle, sigma, settings(steps=n, **overrides), z_start=z1)
+        errors.append(float((z0.to(F64) - exact).abs().max()))
+    return errors
+
+
 # --------------------------------------------------------------------------- spacing
 
 
@@ -176,11 +185,7 @@ def test_gaussian_probability_flow_order(solver: str, order: float, spacing: str
     z1 = torch.randn(32, 4, generator=torch.Generator().manual_seed(2))
     exact = oracle.flow_map(z1)
     steps = [8, 16, 32, 64]
-    errors = []
-    for n in steps:
-        z0 = sample_latents(oracle, sigma_fn, settings(steps=n, solver=solver, spacing=spacing),
-                            z_start=z1)
-        errors.append(float((z0.to(F64) - exact).abs().max()))
+    errors = flow_errors(oracle, sigma_fn, z1, exact, steps, solver=solver, spacing=spacing)
     assert abs(slope(steps, errors) - (-order)) < 0.2, errors
     fine = sample_latents(oracle, sigma_fn, settings(steps=500, solver=solver, spacing=spacing),
                           z_start=z1)
@@ -643,14 +648,10 @@ def test_diagonal_sigma_probability_flow_order(solver: str, order: float) -> Non
     z1 = torch.randn(32, 4, generator=torch.Generator().manual_seed(2))
     exact = oracle.flow_map(z1)
     steps = [8, 16, 32, 64]
-    errors = []
-    for n in steps:
-        z0 = sample_latents(oracle, sigma_dims_fn, settings(steps=n, solver=solver), z_start=z1)
-        errors.append(float((z0.to(F64) - exact).abs().max()))
+    errors = flow_errors(oracle, sigma_dims_fn, z1, exact, steps, solver=solver)
     assert abs(slope(steps, errors) - (-order)) < 0.2, errors
     # stepping the same oracle with one shared σ_t misses the flow: the test sees the per-dimension σ
-    wrong = sample_latents(oracle, sigma_fn, settings(steps=64, solver=solver), z_start=z1)
-    assert float((wrong.to(F64) - exact).abs().max()) > 10 * errors[-1]
+    assert flow_errors(oracle, sigma_fn, z1, exact, [64], solver=solver)[0] > 10 * errors[-1]
 
 
 def test_diagonal_sigma_ancestral_marginals() -> None:

@@ -193,14 +193,18 @@ def test_loss_weighting_has_mean_one(name: str) -> None:
         assert torch.all(torch.diff(w(beta)) < 0)
 
 
-def test_objective_matches_hand_computation() -> None:
-    cfg = tiny_cfg(loss_weighting="none")
+def objective_on_a_batch(**over):
+    """A tiny VAE (unweighted loss, ``over`` config keys), a batch at four levels and its loss terms."""
+    cfg = tiny_cfg(loss_weighting="none", **over)
     model = MultiBetaVAE(cfg.vae_arch(1))
-    obj = VAEObjective(model, cfg)
     x = (torch.rand(4, 1, 64, 64) > 0.8).float()
     t = torch.tensor([0.0, 0.3, 0.6, 1.0])
     eps = torch.randn(4, 3)
-    terms = obj(model, x, t, eps)
+    return model, x, t, eps, VAEObjective(model, cfg)(model, x, t, eps)
+
+
+def test_objective_matches_hand_computation() -> None:
+    model, x, t, eps, terms = objective_on_a_batch()
     mu = model.encode(x, t)
     z = mu + model.sigma(t)[:, None] * eps
     rec = bce_reconstruction(model.decode(z, t), x)
@@ -309,13 +313,7 @@ def test_per_dimension_sigma_in_the_model(name: str) -> None:
 
 
 def test_per_dimension_sigma_enters_the_loss_and_the_sample() -> None:
-    cfg = tiny_cfg(loss_weighting="none", sigma_stagger=0.5)
-    model = MultiBetaVAE(cfg.vae_arch(1))
-    obj = VAEObjective(model, cfg)
-    x = (torch.rand(4, 1, 64, 64) > 0.8).float()
-    t = torch.tensor([0.0, 0.3, 0.6, 1.0])
-    eps = torch.randn(4, 3)
-    terms = obj(model, x, t, eps)
+    model, x, t, eps, terms = objective_on_a_batch(sigma_stagger=0.5)
     mu, sigma = model.encode(x, t), model.posterior_sigma(t)
     assert sigma.shape == (4, 3)
     rec = bce_reconstruction(model.decode(mu + sigma * eps, t), x)
