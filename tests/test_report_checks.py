@@ -7,10 +7,12 @@ import copy
 from multibeta.report.checks import best_few_step_run, checks_table, method_checks
 
 
-def _run(name: str, variant: str, steps: int, nfe: int, *, valid: float, fd: float, tv: float) -> dict:
+def _run(name: str, variant: str, steps: int, nfe: int, *, valid: float, fd: float, tv: float,
+         n: int = 2000) -> dict:
     render = {"valid_fraction": valid, "valid_iou": 0.9, **{f"tv.{f}": tv for f in ("shape", "scale", "posX", "posY")}}
-    return {"run": {"name": name, "variant": variant, "steps": steps}, "timing": {"nfe_per_sample": nfe},
-            "factor_classifier": {"fid": fd}, "render": render}
+    return {"run": {"name": name, "variant": variant, "steps": steps, "n_samples": n},
+            "timing": {"nfe_per_sample": nfe}, "factor_classifier": {"fid": fd, "n_samples": n},
+            "render": render}
 
 
 DOC = {
@@ -54,6 +56,21 @@ def test_all_checks_met_and_each_can_fail() -> None:
     assert met == [False, True, False, False, False, False]
     # the primary basis decides which scores are read: none in PCA here, so no such check
     assert len(method_checks(DOC, primary_basis="pca")) == 5
+
+
+def test_fd_ratio_compares_only_runs_with_as_many_samples() -> None:
+    """FD grows as the sample set shrinks: a smaller baseline run must not make the ratio look good."""
+    doc = copy.deepcopy(DOC)
+    doc["generation"]["ldm_small"] = _run("ldm_small", "standard_ldm", 1000, 1000, valid=0.7, fd=2.0, tv=0.05, n=1000)
+
+    def fd_check(d: dict) -> object:
+        return next(c for c in method_checks(d, primary_basis="ica") if "domain FD" in c.what)
+
+    check = fd_check(doc)  # the 1,000-sample run's worse FD is not the one compared with
+    assert check.met and "`ldm`" in check.what and "0.90×" in check.value
+    del doc["generation"]["ldm"]
+    check = fd_check(doc)
+    assert check.met is None and "no standard_ldm run of 2000 samples" in check.value
 
 
 def test_sharpening_may_cost_a_little_only_where_the_decode_is_lossless() -> None:
