@@ -106,6 +106,15 @@ RUNGS: dict[str, dict[str, Any]] = {
     "L5_dlevel_l003": dict(variant="multibeta", cache="real",
                            diffusion={"t_density": "uniform", "delta_scale": "per_level", "lambda_delta": 0.03},
                            spacing="uniform", what="L5_dlevel with lambda_delta 0.03"),
+    # the noise head's parametrisation and the training density, each against L5_dlevel (L0 for L0_v)
+    "L0_v": dict(variant="standard_ldm", cache="real", diffusion={"prediction": "v"}, spacing="uniform",
+                 what="L0 with v-prediction"),
+    "L5_dlevel_v": dict(variant="multibeta", cache="real",
+                        diffusion={"t_density": "uniform", "delta_scale": "per_level", "prediction": "v"},
+                        spacing="uniform", what="L5_dlevel with the ε head predicting v (prediction: v)"),
+    "L5_dlevel_cos": dict(variant="multibeta", cache="real",
+                          diffusion={"t_density": "cosine", "delta_scale": "per_level"},
+                          spacing="uniform", what="L5_dlevel trained with the cosine log-SNR density"),
 }
 #: rungs that reuse another rung's trained model (same training, other sampler grid)
 SAME_MODEL = {"L4_ugrid": "L4", "L4_lgrid": "L4"}

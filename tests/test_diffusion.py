@@ -494,3 +494,59 @@ def test_a_per_dimension_sigma_trains_loads_and_samples(tmp_path: Path, variant:
                                seed=0, batch_size=16)
     z0 = sample_latents(model, model.sigma_table, settings, n=16, dim=D, progress=False)
     assert z0.shape == (16, D) and torch.isfinite(z0).all()
+
+
+@pytest.mark.parametrize("variant", ["multibeta", "standard_ldm"])
+def test_v_prediction_recovers_eps_from_the_v_target_and_its_loss_is_the_v_loss(
+    variant: str, cache_path: Path, tmp_path: Path
+) -> None:
+    """With the head's output F equal to the v-target a·ε − b·m/sqrt(p) the ε̂ of ``prediction: v``
+    is ε exactly, and the weighted ε loss equals ‖F − v‖²."""
+    trainer = DiffusionTrainer(config(prediction="v"), variant=variant, cache=LatentCache(cache_path),
+                               runtime=CPU, **paths(tmp_path))
+    model = trainer.model
+    gen = torch.Generator().manual_seed(1)
+    t = torch.tensor([0.05, 0.3, 0.6, 0.9, 1.0])
+    m = torch.randn(len(t), D, generator=gen) * model.signal_power(t).float().sqrt()[:, None]
+    eps = torch.randn(len(t), D, generator=gen)
+    sig = model.sigma(t)[:, None]
+    alpha = model.alpha(t)[:, None]
+    if variant == "standard_ldm":
+        m = m / alpha  # normalised ẑ_0: the input z = sqrt(ᾱ)·ẑ_0 + sqrt(1 − ᾱ)·ε
+    z = alpha * m + sig * eps
+    power = model.signal_power(t).float()[:, None]
+    a, b = (power / (power + sig**2)).sqrt(), sig / (power + sig**2).sqrt()
+    v = a * eps - b * (alpha * m) / power.sqrt()
+    gain, a_model = model._v_coefficients(t)
+    torch.testing.assert_close(a_model.expand_as(a), a)
+    torch.testing.assert_close(gain * z + a_model * v, eps, rtol=1e-5, atol=1e-5)
+    f_hat = v + 0.1 * torch.randn(v.shape, generator=gen)
+    eps_hat = gain * z + a_model * f_hat
+    weighted = ((eps_hat - eps) ** 2 * model.eps_loss_weight(t)).mean()
+    torch.testing.assert_close(weighted, ((f_hat - v) ** 2).mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_v_prediction_starts_at_the_gaussian_noise_estimate_and_round_trips(
+    cache_path: Path, tmp_path: Path
+) -> None:
+    """The zero-initialised head of a v-predicting denoiser gives ε̂ = σ/(p + σ²)·z, which at the
+    noisiest level already predicts the noise better than ε̂ = 0; the checkpoint records the
+    prediction, and a checkpoint without the key loads as ε-prediction."""
+    cache = LatentCache(cache_path)
+    trainer = DiffusionTrainer(config(prediction="v"), variant="multibeta", cache=cache,
+                               runtime=CPU, **paths(tmp_path))
+    rows = torch.arange(N)
+    t = torch.full((N,), 0.95, dtype=torch.float64)
+    mu = cache.mu_at(rows, t).float()
+    eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(2))
+    z = mu + trainer.model.sigma(t.float())[:, None] * eps
+    with torch.no_grad():
+        eps_hat, _ = trainer.model(z, t.float())
+    err = float(((eps_hat - eps) ** 2).mean())
+    assert err < 0.9  # ε̂ = 0 scores 1
+    trainer.run()
+    model, ckpt = load_denoiser(tmp_path / "model.pt")
+    assert model.prediction == "v" and ckpt["arch"]["prediction"] == "v"
+    eps_model = DiffusionTrainer(config(), variant="multibeta", cache=cache, runtime=CPU,
+                                 **paths(tmp_path / "eps")).model
+    assert "prediction" not in eps_model.arch() and eps_model.prediction == "eps"

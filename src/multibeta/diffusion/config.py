@@ -34,6 +34,7 @@ class DiffusionConfig(Section):
     t_sampling: TSampling
     t_density: TimeDensity
     time_input: Literal["t", "logsnr"]
+    prediction: Literal["eps", "v"]
     weighting: Weighting
     min_snr_gamma: float
     snr_max: float

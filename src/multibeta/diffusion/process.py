@@ -235,6 +235,9 @@ def training_loss(
 ) -> LossTerms:
     """w(t)·(‖ε − ε̂‖²/d + λ_Δ‖(Δ − Δ̂)/s‖²/d), averaged over the batch (computed in fp32).
 
+    A model whose ε head predicts v (``diffusion.prediction: v``) weighs the ε error per
+    element by its ``eps_loss_weight(t)``, which makes the first term the v loss ‖v − v̂‖²/d.
+
     Args:
         model: the denoiser, ``(z, t) -> (eps_hat, delta_hat | None)``, Δ̂ in real units,
             with a ``delta_scale_at(t)`` method giving the scale s ``[B or 1, d]``.
@@ -245,7 +248,9 @@ def training_loss(
     ctx = autocast() if autocast is not None else contextlib.nullcontext()
     with ctx:  # type: ignore[attr-defined]
         eps_hat, delta_hat = model(batch.z_t, batch.t)
-    eps_err = (eps_hat.float() - batch.eps).pow(2).mean(dim=1)
+    sq = (eps_hat.float() - batch.eps).pow(2)
+    weight = model.eps_loss_weight(batch.t) if hasattr(model, "eps_loss_weight") else None
+    eps_err = (sq if weight is None else sq * weight).mean(dim=1)
     per_example = eps_err
     if batch.delta is not None and delta_hat is not None:
         scale = model.delta_scale_at(batch.t)

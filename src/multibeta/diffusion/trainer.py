@@ -119,6 +119,7 @@ def build_denoiser(cfg: DiffusionConfig, *, variant: str, cache: LatentCache) ->
             else 0
         ),
         per_dimension_sigma=not ldm and cache.per_dimension_sigma,
+        prediction=cfg.prediction,  # type: ignore[arg-type]
     )
 
 

@@ -30,6 +30,14 @@ which the cosine schedule has the same log-SNR, u = (2/π)·atan(exp(−λ(t)/2)
 by), so that equal input steps mean equal changes of the noise level whatever the VAE's σ_t
 (an option beyond the paper).
 
+What the ε head's output F means (``prediction``): ``eps``, F = ε̂ itself (the paper); ``v``,
+the v-target of Salimans & Ho, v = a·ε − b·m/sqrt(p) with a = sqrt(p/(p + σ²)), b = σ/sqrt(p + σ²)
+(p the signal power, so a² + b² = 1): ε̂ = σ/(p + σ²)·z + a·F, the Gaussian (Wiener) estimate
+of the noise plus the network's correction (EDM's preconditioning of the denoised mean written
+for ε; an option beyond the paper). :meth:`eps_loss_weight` is 1/a², so the ε loss is the v loss
+‖F − v‖². For ``standard_ldm`` (z = sqrt(ᾱ)·ẑ_0 + sqrt(1 − ᾱ)·ε, p = ᾱ) it is exactly
+v-prediction. With a per-dimension σ, a and b are per dimension.
+
 For every variant the forward process is z_t = α_t·m_t + σ_t·ε with
 (α_t, σ_t) = (:meth:`alpha`, :meth:`sigma`): α_t = 1 and m_t = μ_t(x) for ``multibeta`` and
 ``noise_only``; α_t = sqrt(ᾱ_t), σ_t = sqrt(1 − ᾱ_t) (cosine schedule) and m_t = ẑ_0 for
@@ -54,6 +62,8 @@ Variant = Literal["multibeta", "noise_only", "standard_ldm"]
 VARIANTS: tuple[str, ...] = ("multibeta", "noise_only", "standard_ldm")
 TimeInput = Literal["t", "logsnr"]
 TIME_INPUTS: tuple[str, ...] = ("t", "logsnr")
+Prediction = Literal["eps", "v"]
+PREDICTIONS: tuple[str, ...] = ("eps", "v")
 
 
 def check_variant(variant: str) -> str:
@@ -118,6 +128,8 @@ class LatentDenoiser(nn.Module):
         time_input: what the time embedding sees, ``t`` or ``logsnr`` (module docstring).
         delta_scale_points: M, the length of the t-dependent Δ scale table; 0: one scale
             ``[d]`` for every t (module docstring).
+        per_dimension_sigma: the σ_t table is ``[M, d]`` (``vae.sigma_stagger``).
+        prediction: what the ε head outputs, ``eps`` or ``v`` (module docstring).
     """
 
     def __init__(
@@ -134,12 +146,16 @@ class LatentDenoiser(nn.Module):
         time_input: TimeInput = "t",
         delta_scale_points: int = 0,
         per_dimension_sigma: bool = False,
+        prediction: Prediction = "eps",
     ) -> None:
         super().__init__()
         self.variant = check_variant(variant)
         if time_input not in TIME_INPUTS:
             raise ValueError(f"unknown time_input {time_input!r}; choose one of {', '.join(TIME_INPUTS)}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
         self.time_input = time_input
+        self.prediction = prediction
         self._arch = dict(
             latent_dim=latent_dim,
             width=width,
@@ -152,6 +168,8 @@ class LatentDenoiser(nn.Module):
         )
         if time_input != "t":  # older checkpoints' arch has no key: they stay loadable
             self._arch["time_input"] = time_input
+        if prediction != "eps":
+            self._arch["prediction"] = prediction
         if delta_scale_points:
             if variant != "multibeta" or delta_scale_points < 2:
                 raise ValueError(
@@ -258,16 +276,40 @@ class LatentDenoiser(nn.Module):
         s = (1 - w) * self.input_scale[k] + w * self.input_scale[k + 1]
         return s.float()
 
+    def signal_power(self, t: torch.Tensor) -> torch.Tensor:
+        """p(t) ``[N]`` (float64): the mean power of the clean part of the network's input z.
+
+        multibeta/noise_only: E[μ_t²] (mean over dims), recovered from the buffers as
+        1/c_in² − σ̄_t² at the cache levels and linearly interpolated; standard_ldm: ᾱ_t.
+        """
+        if self.sigma_table is None:
+            return cosine_alpha_bar(t.double()).double()
+        k, w = segment(self.precond_t, t)
+        power_k = (1.0 / self.input_scale**2 - self.sigma_table.rms(self.precond_t) ** 2).clamp_min(1e-12)
+        return (1 - w) * power_k[k] + w * power_k[k + 1]
+
     def logsnr(self, t: torch.Tensor) -> torch.Tensor:
         """λ(t) = log p(t) − 2 log σ_t ``[N]`` (float64) from the buffers (cosine λ for standard_ldm)."""
         if self.sigma_table is None:
             ab = cosine_alpha_bar(t.double()).double()
             return torch.log(ab) - torch.log1p(-ab.clamp(max=1 - 1e-15))
-        k, w = segment(self.precond_t, t)
         sig = self.sigma_table.rms(t.double()).clamp_min(1e-12)
-        power_k = (1.0 / self.input_scale**2 - self.sigma_table.rms(self.precond_t) ** 2).clamp_min(1e-12)
-        power = (1 - w) * power_k[k] + w * power_k[k + 1]
-        return torch.log(power) - 2.0 * torch.log(sig)
+        return torch.log(self.signal_power(t)) - 2.0 * torch.log(sig)
+
+    def _v_coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(σ/(p + σ²), a = sqrt(p/(p + σ²))) of ``prediction: v``, ``[N, 1]`` or ``[N, d]`` (float32)."""
+        sig = self.sigma(t).double()
+        sig = sig if sig.ndim == 2 else sig[:, None]
+        power = self.signal_power(t).double()[:, None]
+        total = power + sig**2
+        return (sig / total).float(), (power / total).sqrt().float()
+
+    def eps_loss_weight(self, t: torch.Tensor) -> torch.Tensor | None:
+        """Weight of ‖ε̂ − ε‖² per element that makes the ε loss the loss of the head's own
+        target: None for ``eps``; 1/a² ``[N, 1 or d]`` for ``v`` (so it is ‖F − v‖²)."""
+        if self.prediction == "eps":
+            return None
+        return 1.0 / self._v_coefficients(t)[1] ** 2
 
     def logsnr_table(self) -> LogSnrTable:
         """λ(t) on a dense grid, monotone and invertible (for λ-based training times and grids)."""
@@ -313,6 +355,9 @@ class LatentDenoiser(nn.Module):
             h = block(h, emb, z_in)
         h = F.silu(self.out_norm(h))
         eps_hat = self.eps_head(h)
+        if self.prediction == "v":
+            noise_gain, a = self._v_coefficients(t)
+            eps_hat = noise_gain.to(h.dtype) * z + a.to(h.dtype) * eps_hat
         delta_hat = None
         if self.delta_head is not None:
             delta_hat = self.delta_head(h) * self.delta_scale_at(t).to(h.dtype)
