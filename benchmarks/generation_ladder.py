@@ -25,7 +25,7 @@ scores and the Δ head's relative error per t.
 
 Each (rung, seed) is scored with 10-step Heun (19 NFE) and the 1000-step ancestral sampler
 on the rung's grid (``--heun100`` adds 100-step Heun), and written to
-``benchmarks/results/generation_ladder/<rung>_s<seed>.json``; ``--summarise`` writes the table
+``benchmarks/results/generation_ladder/<rung>_s<seed>.json`` (``generation_ladder_<experiment>/`` for another experiment than ``default``); ``--summarise`` writes the table
 (mean ± sd over seeds) to ``benchmarks/results/generation_ladder.md``. Models and the derived
 μ_0 cache live under ``results/<experiment>/ladder/`` (not committed).
 
@@ -66,6 +66,12 @@ from sharpen_start import sharpen_scores  # noqa: E402
 
 logger = logging.getLogger("benchmarks.generation_ladder")
 OUT_DIR = REPO / "benchmarks" / "results" / "generation_ladder"
+
+
+def out_dir(experiment: str) -> Path:
+    """Where the (rung, seed) results of ``experiment`` go: ``generation_ladder/`` for the
+    default experiment, ``generation_ladder_<experiment>/`` for any other."""
+    return OUT_DIR if experiment == "default" else OUT_DIR.with_name(f"{OUT_DIR.name}_{experiment}")
 
 #: rung -> (variant, cache: "real" | "mu0" | cache-section overrides, diffusion overrides, sampler spacing, what it changes)
 RUNGS: dict[str, dict[str, Any]] = {
@@ -115,6 +121,9 @@ RUNGS: dict[str, dict[str, Any]] = {
     "L5_dlevel_cos": dict(variant="multibeta", cache="real",
                           diffusion={"t_density": "cosine", "delta_scale": "per_level"},
                           spacing="uniform", what="L5_dlevel trained with the cosine log-SNR density"),
+    "L5_dlevel_edm": dict(variant="multibeta", cache="real",
+                          diffusion={"t_density": "edm", "delta_scale": "per_level"},
+                          spacing="uniform", what="L5_dlevel trained with EDM's log-normal density"),
 }
 #: rungs that reuse another rung's trained model (same training, other sampler grid)
 SAME_MODEL = {"L4_ugrid": "L4", "L4_lgrid": "L4"}
@@ -125,6 +134,7 @@ N_SAMPLES = 2000
 SAMPLERS = {
     "heun10": dict(steps=10, eta=0.0, solver="heun", n=N_SAMPLES),
     "anc1000": dict(steps=1000, eta=1.0, solver="euler", n=N_SAMPLES),
+    "heun25": dict(steps=25, eta=0.0, solver="heun", n=N_SAMPLES),
     "heun100": dict(steps=100, eta=0.0, solver="heun", n=N_SAMPLES),
     "ddim50": dict(steps=50, eta=0.0, solver="euler", n=N_SAMPLES),
 }
@@ -272,7 +282,7 @@ def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any
     model, _ = load_denoiser(model_path, map_location=runtime.device)
     spec = RUNGS[rung]
     cache = LatentCache(rung_cache(exp, spec, runtime))
-    result = result or {"rung": rung, "seed": seed, "steps": steps, "what": spec["what"], "variant": spec["variant"],
+    result = result or {"experiment": exp.base.name, "rung": rung, "seed": seed, "steps": steps, "what": spec["what"], "variant": spec["variant"],
                               "diffusion": spec["diffusion"], "cache": spec["cache"], "spacing": spec["spacing"], "train_s": train_s,
                               "versions": collect_versions(), "scores": {}}
     for name in samplers:
@@ -295,9 +305,9 @@ def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any
     return result
 
 
-def summarise() -> str:
+def summarise(folder: Path = OUT_DIR) -> str:
     rows: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(OUT_DIR.glob("*_s*.json")):
+    for path in sorted(folder.glob("*_s*.json")):
         r = json.loads(path.read_text())
         rows.setdefault((r["rung"], r.get("steps")), []).append(r)
     order = sorted(rows, key=lambda key: (key[1] or 0, list(RUNGS).index(key[0])))
@@ -379,14 +389,15 @@ def main() -> None:
         samplers = ["heun10", "anc1000"] + (["heun100"] if args.heun100 else []) + args.samplers
         for rung in args.rungs:
             for seed in args.seeds:
-                out = OUT_DIR / f"{run_name(rung, seed, args.steps)}.json"
+                out = out_dir(args.experiment) / f"{run_name(rung, seed, args.steps)}.json"
                 earlier = json.loads(out.read_text()) if out.is_file() else None
                 if earlier is not None:
                     logger.info("%s exists: adding the samplers it lacks (delete it to rerun)", out)
                 write_json(run(exp, rung, seed, samplers, runtime, args.steps, earlier, args.diagnostics), out)
     if args.summarise or not args.rungs:
-        text = summarise()
-        write_text(text, OUT_DIR.with_suffix(".md"))
+        folder = out_dir(args.experiment)
+        text = summarise(folder)
+        write_text(text, folder.with_suffix(".md"))
         print(text)
 
 

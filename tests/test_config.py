@@ -63,8 +63,6 @@ def test_command_line_strings_are_read_as_yaml_scalars() -> None:
         ({"vae": {"batch_size": 30000}, "data": {"size": 20000}}, "vae.batch_size"),
         ({"data": {"size": 800000}}, "data.size"),
         ({"sampling": {"runs": [{"name": "a"}, {"name": "a"}]}}, "sampling.runs"),
-        ({"sampling": {"runs": [{"name": "h", "solver": "heun", "eta": 0.5}]}}, "sampling.runs[0].eta"),
-        ({"sampling": {"sharpen": {"solver": "heun", "eta": 1.0}}}, "sampling.sharpen.eta"),
         ({"cache": {"levels": [0.1, 0.5, 1.0]}}, "cache.levels"),
         ({"metrics": {"levels": [0.3]}}, "metrics.levels"),
         ({"metrics": {"rotations": ["pca"], "primary_basis": "ica"}}, "metrics.primary_basis"),

@@ -333,6 +333,52 @@ def test_ancestral_gaussian_data_final_marginal() -> None:
     assert abs(float(z0.std()) / std0 - 1) < 0.05
 
 
+def test_stochastic_heun_marginals_at_every_visited_level() -> None:
+    """Heun with η > 0 (averaged predictions taking the η step) keeps the point-mass chain's
+    marginals N(μ_t, σ_t²) at every visited t before the last step (which is Euler, first
+    order in Δ by design), on a coarse grid of 8 steps."""
+    x = torch.tensor([0.8, -1.2, 0.0], dtype=F64)
+    oracle, mu = point_mass_oracle(x)
+    n = 4000
+    z1 = (mu(torch.tensor([1.0], dtype=F64))[0] + at(sigma_fn, 1.0) * torch.randn(n, 3, dtype=F64)).float()
+    seen: dict[float, torch.Tensor] = {}
+    times = time_grid(8, "uniform").tolist()
+    process = make_process("multibeta", sigma_fn)
+    predict = lambda z, t: oracle(z, torch.full((len(z),), t, dtype=torch.float32))  # noqa: E731
+    noise_gen = torch.Generator().manual_seed(3)
+    run_sampler(predict, z1.to(F64), times, [process.sigma_at(t) for t in times], eta=0.7, solver="heun",
+                noise=lambda: torch.randn(n, 3, generator=noise_gen, dtype=F64),
+                callback=lambda i, s, xs: seen.__setitem__(s, xs.clone()))
+    assert len(seen) == 8
+    for s, xs in list(seen.items())[:-1]:
+        sig = float(at(sigma_fn, s))
+        mean_err = (xs.mean(0) - mu(torch.tensor([s], dtype=F64))[0]).abs()
+        assert torch.all(mean_err < 5 * sig / math.sqrt(n) + 1e-3), (s, mean_err)
+        ratio = xs.var(0) / sig**2
+        assert torch.all((ratio - 1).abs() < 5 * math.sqrt(2 / n)), (s, ratio)
+
+
+def test_stochastic_heun_reaches_the_gaussian_data_with_fewer_steps_than_euler() -> None:
+    """On Gaussian data with the exact posterior-mean oracle the η = 0.5 Heun chain's final
+    spread is much closer to the data's than the η = 0.5 Euler chain's at the same step count."""
+    oracle = GaussianOracle(m=0.7, s=0.5)
+    n, d, steps = 6000, 2, 25
+    gen = torch.Generator().manual_seed(0)
+    z1 = (at(a_fn, 1.0) * 0.7 + at(b_fn, 1.0)
+          + torch.sqrt(at(a_fn, 1.0) ** 2 * 0.25 + at(sigma_fn, 1.0) ** 2) * torch.randn(n, d, generator=gen, dtype=F64))
+    std0 = float(torch.sqrt(at(a_fn, 0.0) ** 2 * 0.25 + at(sigma_fn, 0.0) ** 2))
+    mean0 = float(at(a_fn, 0.0) * 0.7 + at(b_fn, 0.0))
+    spread, shift = {}, {}
+    for solver in ("euler", "heun"):
+        z0 = sample_latents(oracle, sigma_fn, settings(steps=steps, eta=0.5, solver=solver, batch_size=n),
+                            z_start=z1.float(), progress=False).to(F64)
+        spread[solver] = abs(float(z0.std()) / std0 - 1)
+        shift[solver] = abs(float(z0.mean()) - mean0) / std0
+    # measured: spread error 0.015 (heun) against 0.086 (euler), mean within 0.03 std for both
+    assert spread["heun"] < 0.03 and spread["heun"] < 0.5 * spread["euler"], spread
+    assert shift["heun"] < 0.05, shift
+
+
 def test_generalized_step_noise_scale() -> None:
     x, eps, xi = torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1)
     out = generalized_step(x, eps, None, t=1.0, s=0.5, sigma_t=1.0, sigma_s=0.6, eta=1.0, noise=xi)
@@ -440,8 +486,6 @@ def test_deterministic_sampler_with_start_ignores_seed() -> None:
 
 
 def test_user_errors_are_explained() -> None:
-    with pytest.raises(ValueError, match="heun.* is deterministic"):
-        sample_latents(toy_model, sigma_fn, settings(steps=3, solver="heun", eta=1.0), n=2, dim=3)
     with pytest.raises(ValueError, match="Δ head"):
         sample_latents(lambda z, t: (z, None), sigma_fn, settings(steps=3), n=2, dim=3)
     with pytest.raises(ValueError, match="variant"):
@@ -554,8 +598,8 @@ def test_sampling_config_defaults_and_errors() -> None:
     first, second = cfg.runs[0], cfg.runs[1]
     assert (first.steps, first.eta, first.solver, first.variant) == (1000, 1.0, "euler", "multibeta")
     assert second.eta == 0.0 and second.steps <= 100
-    with pytest.raises(ConfigError, match=r"invalid config at 'sampling\.runs\[0\]\.eta'.*eta must be 0"):
-        sampling_config({"runs": [{"name": "h", "solver": "heun"}]})
+    stochastic_heun = sampling_config({"runs": [{"name": "h", "solver": "heun"}]}).runs[0]
+    assert (stochastic_heun.solver, stochastic_heun.eta) == ("heun", 1.0)  # a run's default eta
     with pytest.raises(ConfigError, match=r"'sampling\.runs'.*unique"):
         sampling_config({"runs": [{"name": "a"}, {"name": "a"}]})
     with pytest.raises(ConfigError, match="runs.0.name"):
@@ -575,8 +619,7 @@ def test_one_settings_type_and_check_in_every_section(part: str) -> None:
     assert (cfg.runs[0].steps, cfg.runs[0].eta, cfg.runs[0].batch_size) == (1000, 1.0, 1000)
     assert type(section.sampler()) is SamplerSettings
     assert to_dict(section.sampler()) == {k: to_dict(section)[k] for k in to_dict(section.sampler())}
-    with pytest.raises(ConfigError, match=rf"invalid config at 'sampling\.{part}\.eta': 1\.0 — solver heun"):
-        sampling_config({part: {"solver": "heun", "eta": 1.0}})
+    assert getattr(sampling_config({part: {"solver": "heun", "eta": 0.5}}), part).eta == 0.5  # stochastic Heun
     # the shared keys are validated (and read from command-line text) through the reference
     with pytest.raises(ConfigError, match=rf"invalid config at '{part}\.steps'"):
         section_defaults("sampling", {part: {"steps": 0}})

@@ -135,9 +135,7 @@ def _settings(mb, args: argparse.Namespace):
     changes = {k: getattr(args, k) for k in ("steps", "eta", "solver", "spacing", "seed")
                if getattr(args, k, None) is not None}
     if changes.get("solver") == "heun":
-        if changes.get("eta", 0.0) != 0.0:
-            raise ValueError(f"--solver heun is deterministic: give --eta 0 (got --eta {changes['eta']})")
-        changes["eta"] = 0.0
+        changes.setdefault("eta", 0.0)  # deterministic Heun unless --eta asks for noise
     if "eta" in changes and not 0.0 <= changes["eta"] <= 1.0:
         raise ValueError(f"--eta must lie in [0, 1], got {changes['eta']}")
     return mb.with_settings("sample" if args.command == "sample" else "edit", **changes)

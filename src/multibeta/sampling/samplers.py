@@ -21,7 +21,10 @@ deterministic DDIM-like sampler. For η = 0 the step is x_s = x_t + (ς_s − ς
 a first-order step of the ODE dx/dt = Δ + ς'(t) ε that integrates the ς part exactly for a
 constant ε̂. ``heun`` averages the predictions at both ends (trapezoid in ς for ε, in t for
 Δ), which is second order; like EDM it takes a plain Euler step into the last grid point
-(t = 0), where ς ≈ 0 and the ε prediction is ill-defined.
+(t = 0), where ς ≈ 0 and the ε prediction is ill-defined. With η > 0 ``heun`` is a stochastic
+sampler (an option beyond the paper): the averaged predictions, the second evaluated at the
+deterministic predictor's end point, take the generalized η step with its fresh noise, so the
+chain keeps the ancestral sampler's noise injection with the Heun step's accuracy of the mean.
 """
 
 from __future__ import annotations
@@ -161,8 +164,9 @@ def run_sampler(
         x: the start state ``[N, d]``.
         times, sigmas: the grid ``[K + 1]`` and ς at each grid point (floats, or ``[d]`` tensors
             on the state's device for a per-dimension schedule).
-        eta: noise of the generalized step; ``heun`` requires 0.
-        solver: ``euler`` (the generalized step) or ``heun`` (second order, deterministic).
+        eta: noise of the generalized step.
+        solver: ``euler`` (the generalized step) or ``heun`` (predictions averaged over the
+            step; second order for η = 0, stochastic for η > 0).
         noise: returns a fresh ξ ``[N, d]`` each call (needed when η > 0).
         final_mean: end on μ̂ of the last step instead of x (drops the ς_end noise).
         callback: called after every step with (step index, s, x_s).
@@ -172,8 +176,6 @@ def run_sampler(
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    if solver == "heun" and eta != 0.0:
-        raise ValueError("solver 'heun' is deterministic: set eta to 0 (or use solver 'euler')")
     if len(times) != len(sigmas):
         raise ValueError("times and sigmas must have the same length")
     n_steps = len(times) - 1
@@ -186,17 +188,14 @@ def run_sampler(
             x = generalized_step(
                 x, eps, delta, t=t, s=s, sigma_t=sig_t, sigma_s=sig_s, eta=0.0, return_mean=True
             )
-        elif solver == "heun" and not last:
-            x_pred = generalized_step(
-                x, eps, delta, t=t, s=s, sigma_t=sig_t, sigma_s=sig_s, eta=0.0
-            )
-            eps_s, delta_s = predict(x_pred, s)
-            eps_avg = 0.5 * (eps + eps_s)
-            delta_avg = None if delta is None or delta_s is None else 0.5 * (delta + delta_s)
-            x = generalized_step(
-                x, eps_avg, delta_avg, t=t, s=s, sigma_t=sig_t, sigma_s=sig_s, eta=0.0
-            )
         else:
+            if solver == "heun" and not last:
+                x_pred = generalized_step(
+                    x, eps, delta, t=t, s=s, sigma_t=sig_t, sigma_s=sig_s, eta=0.0
+                )
+                eps_s, delta_s = predict(x_pred, s)
+                eps = 0.5 * (eps + eps_s)
+                delta = None if delta is None or delta_s is None else 0.5 * (delta + delta_s)
             c = step_noise_scale(sig_t, sig_s, eta)
             xi = None
             if _any_positive(c):

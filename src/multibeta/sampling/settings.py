@@ -37,7 +37,8 @@ class SamplerSettings:
         steps: reverse steps over the whole [0, 1] (a start t_b < 1 takes
             :func:`~multibeta.sampling.spacing.level_steps` of them).
         eta: noise of each step, 0 deterministic to 1 ancestral.
-        solver: ``euler`` (the generalized η step) or ``heun`` (second order, η = 0).
+        solver: ``euler`` (the generalized η step) or ``heun`` (predictions averaged over each
+            step; second order for η = 0, with η > 0 the averaged predictions take the η step).
         spacing: the time grid: ``uniform`` or ``quadratic`` in t, or even in a coordinate of
             the log-SNR (``logsnr``, ``cosine``, ``edm``; :mod:`multibeta.sampling.spacing`).
         seed: seed of the start and step noise.
@@ -51,21 +52,6 @@ class SamplerSettings:
     spacing: Spacing
     seed: int
     batch_size: int
-
-    def check(self, where: str = "sampler settings") -> None:
-        """Cross-key rule: heun is deterministic, so η must be 0.
-
-        Args:
-            where: the dotted key of the section holding these settings (``sampling.sharpen``).
-
-        Raises:
-            ConfigError: naming ``<where>.eta``, the value and the fix.
-        """
-        if self.solver == "heun" and self.eta != 0.0:
-            raise ConfigError(
-                f"invalid config at '{where}.eta': {self.eta!r} — solver heun is deterministic, "
-                "so eta must be 0. Set eta: 0, or use solver: euler for a stochastic sampler."
-            )
 
     def sampler(self) -> SamplerSettings:
         """These settings alone, without the keys a section adds to them (for records)."""

@@ -89,7 +89,7 @@ def _data(cfg: dict[str, Any]) -> None:
 
 
 def _sampling(cfg: dict[str, Any]) -> None:
-    # the typed section's own checks: unique run names, and each sampler's (heun needs eta 0)
+    # the typed section's own checks (unique run names)
     from_section(SamplingConfig, cfg["sampling"], "sampling")
 
 
