@@ -115,6 +115,8 @@ RUNGS: dict[str, dict[str, Any]] = {
     # the noise head's parametrisation and the training density, each against L5_dlevel (L0 for L0_v)
     "L0_v": dict(variant="standard_ldm", cache="real", diffusion={"prediction": "v"}, spacing="uniform",
                  what="L0 with v-prediction"),
+    "L0_edm": dict(variant="standard_ldm", cache="real", diffusion={"t_density": "edm"}, spacing="uniform",
+                   what="L0 trained with EDM's log-normal density"),
     "L5_dlevel_v": dict(variant="multibeta", cache="real",
                         diffusion={"t_density": "uniform", "delta_scale": "per_level", "prediction": "v"},
                         spacing="uniform", what="L5_dlevel with the ε head predicting v (prediction: v)"),
@@ -135,9 +137,14 @@ SAMPLERS = {
     "heun10": dict(steps=10, eta=0.0, solver="heun", n=N_SAMPLES),
     "anc1000": dict(steps=1000, eta=1.0, solver="euler", n=N_SAMPLES),
     "heun25": dict(steps=25, eta=0.0, solver="heun", n=N_SAMPLES),
+    "sheun25": dict(steps=25, eta=0.7, solver="heun", n=N_SAMPLES),
     "heun100": dict(steps=100, eta=0.0, solver="heun", n=N_SAMPLES),
     "ddim50": dict(steps=50, eta=0.0, solver="euler", n=N_SAMPLES),
 }
+#: (sampler, score) columns of the summary table
+SUMMARY_COLUMNS = (("heun10", "fd"), ("heun10", "valid"), ("heun10", "tv_max"), ("heun25", "fd"),
+                   ("sheun25", "fd"), ("sheun25", "valid"), ("anc1000", "fd"), ("anc1000", "valid"),
+                   ("heun100", "fd"), ("ddim50", "fd"), ("ddim50", "valid"))
 #: sample counts of results written before ``n`` was recorded (anc1000 then drew 1,000)
 LEGACY_N = {"anc1000": 1000}
 
@@ -313,12 +320,14 @@ def summarise(folder: Path = OUT_DIR) -> str:
     order = sorted(rows, key=lambda key: (key[1] or 0, list(RUNGS).index(key[0])))
     lines = ["# Generation ladder", "",
              "Domain FD ↓, valid fraction ↑, max TV ↓: mean ± sd over seeds (n seeds in brackets); "
-             "heun10: 10-step Heun (19 NFE), anc1000: 1000-step ancestral, heun100: 100-step Heun, "
-             f"ddim50: 50 deterministic Euler (DDIM) steps; {N_SAMPLES:,} samples each. Results of "
+             "heun10 / heun25 / heun100: 10 / 25 / 100 Heun steps (19 / 49 / 199 NFE), sheun25: 25 "
+             "stochastic Heun steps with η = 0.7 (49 NFE), anc1000: 1000-step ancestral, ddim50: 50 "
+             f"deterministic Euler (DDIM) steps; {N_SAMPLES:,} samples each. Results of "
              "1000-step ancestral runs on 1,000 samples (written before every sampler drew as many) are "
              "left out: FD is larger on fewer samples.", "",
-             "| rung | what | denoiser steps (default: the experiment's) | seeds | heun10 FD | heun10 valid | heun10 max TV | anc1000 FD | anc1000 valid | heun100 FD | ddim50 FD | ddim50 valid |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| rung | what | denoiser steps (default: the experiment's) | seeds | "
+             + " | ".join(f"{s} {k.replace('fd', 'FD').replace('tv_max', 'max TV')}" for s, k in SUMMARY_COLUMNS) + " |",
+             "|---|---|---|---|" + "---|" * len(SUMMARY_COLUMNS)]
 
     def cell(runs: list[dict[str, Any]], sampler: str, key: str) -> str:
         # only scores on the sampler's current sample count (FD depends on it)
@@ -332,9 +341,7 @@ def summarise(folder: Path = OUT_DIR) -> str:
     for rung, steps in order:
         runs = rows[(rung, steps)]
         lines.append(f"| {rung} | {RUNGS[rung]['what']} | {steps or 'default'} | {len(runs)} | " + " | ".join(
-            cell(runs, s, k) for s, k in (("heun10", "fd"), ("heun10", "valid"), ("heun10", "tv_max"),
-                                          ("anc1000", "fd"), ("anc1000", "valid"), ("heun100", "fd"),
-                                          ("ddim50", "fd"), ("ddim50", "valid"))) + " |")
+            cell(runs, s, k) for s, k in SUMMARY_COLUMNS) + " |")
     diag = [(key, runs) for key, runs in ((k, rows[k]) for k in order)
             if any("sharpen" in r for r in runs)]
     if diag:

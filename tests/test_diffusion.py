@@ -348,7 +348,7 @@ def test_cosine_time_density_draws_the_cosine_log_snr(cache_path: Path, tmp_path
     u_lo, u_hi = cosine_time(table.lambda_max), cosine_time(table.lambda_min)
     expected = u_lo + (np.arange(len(u)) + 0.5) / len(u) * (u_hi - u_lo)
     assert np.abs(u - expected).max() < 0.01
-    uniform = DiffusionTrainer(config(batch_size=4096, t_sampling="stratified"), variant="multibeta",
+    uniform = DiffusionTrainer(config(batch_size=4096, t_sampling="stratified", t_density="uniform"), variant="multibeta",
                                cache=LatentCache(cache_path), runtime=CPU, **paths(tmp_path / "u"))
     u_uniform = np.sort(cosine_time(table(uniform.sample_batch().t.numpy())))
     assert np.abs(u_uniform - expected).max() > 0.05  # uniform t is not the cosine density
