@@ -23,7 +23,7 @@ def test_default_config_dag(tmp_path: Path) -> None:
 
 def test_long_dsprites_config_plans_the_ablation(tmp_path: Path) -> None:
     jobs = planned_jobs(tmp_path, REPO / "configs" / "dsprites_long.yaml")
-    assert jobs["train_diffusion"] == 3 and jobs["sample"] == 6 and jobs["report"] == 1
+    assert jobs["train_diffusion"] == 3 and jobs["sample"] == 7 and jobs["report"] == 1
 
 
 def test_results_dir_with_a_trailing_slash_plans_the_whole_run(tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ class MultiBeta:
                 (:attr:`edit_settings`, for :meth:`sharpen`, :meth:`interpolate`, :meth:`edit`).
 
         Raises:
-            ConfigError: an unknown key or an invalid combination (heun with η > 0).
+            ConfigError: an unknown key, another variant, or a value out of range.
         """
         unknown = sorted(set(changes) - set(SamplerSettings.__dataclass_fields__))
         if unknown:
@@ -133,14 +133,13 @@ class MultiBeta:
         return self._own(settings)
 
     def _own(self, settings: SamplerSettings) -> SamplerSettings:
-        """``settings`` checked: this instance's variant, steps ≥ 1, 0 ≤ η ≤ 1, heun ⇒ η = 0."""
+        """``settings`` checked: this instance's variant, steps ≥ 1, 0 ≤ η ≤ 1, batch_size ≥ 1."""
         if settings.variant != self.variant:
             raise ConfigError(f"settings.variant is {settings.variant!r}, but this MultiBeta holds the "
                               f"{self.variant} denoiser (MultiBeta.load(..., variant=...))")
         if settings.steps < 1 or not 0.0 <= settings.eta <= 1.0 or settings.batch_size < 1:
             raise ConfigError(f"sampler settings out of range: steps {settings.steps} (>= 1), eta "
                               f"{settings.eta} (0 to 1), batch_size {settings.batch_size} (>= 1)")
-        settings.check("settings")
         return settings
 
     # ------------------------------------------------------------------------------- images
