@@ -53,6 +53,8 @@ def test_outputs_and_report(tiny_run: tuple[Path, dict[str, Any]]) -> None:
     assert [lvl["t"] for lvl in levels] == sorted(lvl["t"] for lvl in levels)
     assert levels[0]["t"] == 0.0 and levels[-1]["t"] == 1.0
     assert all("mig" in lvl and "mse" in lvl for lvl in levels)
+    # the ICA basis of each scored level comes from the config's FastICA starts
+    assert {lvl["ica_fit_restarts"] for lvl in levels if "ica_fit_restarts" in lvl} == {config["metrics"]["ica"]["restarts"]}
     assert "1" in doc["baselines"]
     report = (base / "report" / "report.md").read_text()
     assert "| ddim_10 |" in report and "## Reconstruction and disentanglement per level" in report
@@ -252,6 +254,9 @@ RERUN_TABLE: list[tuple[str, Callable[[dict[str, Any]], None], dict[str, int]]] 
     ("compute.device", lambda c: _set(c, "compute.device", "auto"), {}),
     ("metrics.mig.num_bins", lambda c: _set(c, "metrics.mig.num_bins", 10),
      {"level_metrics": 1, "baseline_metrics": 1, "report": 1, "export_bundle": 1, "all": 1}),
+    ("metrics.ica.restarts", lambda c: _set(c, "metrics.ica.restarts", 2),
+     {"level_metrics": 1, "baseline_metrics": 1, "traverse": 1, "edit_directions": 1, "report": 1,
+      "export_bundle": 1, "all": 1}),
     ("metrics.generation.kid_subsets", lambda c: _set(c, "metrics.generation.kid_subsets", 5),
      {"reference_features": 1, "generation_metrics": RUNS, "report": 1, "export_bundle": 1, "all": 1}),
     ("sampling.runs[1].steps", lambda c: _set(c, "sampling.runs.1.steps", 12),
@@ -346,6 +351,31 @@ print(json.dumps(out))
 def _multibeta_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     exe = str(Path(os.sys.executable).with_name("multibeta"))
     return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+_CLI_BATCH = r"""
+import contextlib, io, json, sys
+from multibeta.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def _multibeta_cli_batch(commands: list[list[str]], cwd: Path) -> list[tuple[int, str]]:
+    """``multibeta`` commands run by the CLI's ``main`` in one fresh process (one import of
+    torch for all): ``[(exit status, stderr)]`` in order."""
+    proc = subprocess.run([os.sys.executable, "-c", _CLI_BATCH, json.dumps(commands)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [(int(code), err) for code, err in json.loads(proc.stdout.strip().splitlines()[-1])]
 
 
 def test_bundle_reproduces_the_pipeline_in_a_fresh_process(
@@ -562,6 +592,7 @@ def test_planted_code_in_any_bundle_file_never_runs(
     outside = tmp_path / "outside" / "outside.bin"
     outside.parent.mkdir()
     torch.save({"weights": _Payload(marker)}, outside)
+    planted = []
     for i, (name, (plant, rel)) in enumerate(_planted_variants(bundle, outside, marker).items()):
         root = tmp_path / f"variant{i}"
         _plant(bundle, root, plant)
@@ -569,10 +600,14 @@ def test_planted_code_in_any_bundle_file_never_runs(
         with pytest.raises(BundleError) as err:
             MultiBeta.load(root, variant=variant, device="cpu")
         assert str(root) in str(err.value) and rel in str(err.value), (name, str(err.value))
-        cli = _multibeta_cli("sample", str(root), "-n", "2", "--steps", "1", "--device", "cpu",
-                             "--variant", variant, "--out", "x.png", cwd=tmp_path)
-        assert cli.returncode == 2 and str(root) in cli.stderr and rel in cli.stderr, (name, cli.stderr)
         assert not marker.exists(), name
+        planted.append((name, root, rel, variant))
+    # the command line refuses each one too (all commands in one fresh process)
+    commands = [["sample", str(root), "-n", "2", "--steps", "1", "--device", "cpu", "--variant", variant,
+                 "--out", "x.png"] for _, root, _, variant in planted]
+    for (name, root, rel, _), (code, stderr) in zip(planted, _multibeta_cli_batch(commands, tmp_path)):
+        assert code == 2 and str(root) in stderr and rel in stderr, (name, stderr)
+    assert not marker.exists()
     assert not (tmp_path / "x.png").exists()
 
 

@@ -117,7 +117,7 @@ VAE_TRAIN_PARAMS = section_without("vae", "baseline_betas", "evaluation")
 # What the reconstruction/disentanglement jobs read of the metrics section.
 LEVEL_METRIC_PARAMS = subsection(
     "metrics", "seed", "levels", "rotations", "lpips_weights", "download_timeout_s",
-    "reconstruction", "mig", "dci", "factorvae", "sap", "tad",
+    "reconstruction", "mig", "dci", "factorvae", "sap", "tad", "ica",
 )
 
 

@@ -86,6 +86,7 @@ rule traverse:
     params:
         traverse=section("sampling", "traverse"),
         seed=lambda w: cfg(w)["metrics"]["seed"],
+        ica=section("metrics", "ica"),
     log:
         log_path("traverse"),
     benchmark:
@@ -124,6 +125,7 @@ rule edit_directions:
     params:
         directions=section("sampling", "directions"),
         seed=lambda w: cfg(w)["metrics"]["seed"],
+        ica=section("metrics", "ica"),
     log:
         log_path("edit_directions"),
     benchmark:

@@ -8,6 +8,7 @@ from multibeta.sampling.edit import (
     basis_directions, encode_images, save_traversal_grid, spread_images, traversal_values, traverse,
 )
 from multibeta.sampling.loading import load_sampling_models
+from multibeta.utils.bases import IcaSettings
 from multibeta.workflow.jobs import start_job
 
 logger = logging.getLogger("multibeta.rules.traverse")
@@ -24,8 +25,9 @@ def main(smk) -> None:
     for directions, path in (
         (basis_directions(latents, "dims", cfg.max_dims), smk.output.dims),
         (basis_directions(latents, "pca", cfg.n_pca), smk.output.pca),
-        # the ICA basis is fitted with the metrics' seed, as the disentanglement scores are
-        (basis_directions(latents, "ica", cfg.n_pca, seed=smk.params.seed), smk.output.ica),
+        # the ICA basis is fitted with the metrics' seed and starts, as the disentanglement scores are
+        (basis_directions(latents, "ica", cfg.n_pca, seed=smk.params.seed, ica=IcaSettings(**smk.params.ica)),
+         smk.output.ica),
     ):
         grid = traverse(models.denoiser, models.sigma, models.decoder, base, directions, values, cfg,
                         t_b=cfg.t_b, device=runtime)

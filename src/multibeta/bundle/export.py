@@ -30,6 +30,7 @@ from multibeta.models.loading import check_denoiser_vae
 from multibeta.sampling.directions import attribute_directions
 from multibeta.sampling.edit import Directions, basis_directions
 from multibeta.sampling.samplers import GaussianPrior
+from multibeta.utils.bases import DEFAULT_ICA, IcaSettings
 from multibeta.utils.checkpoint import load_checkpoint
 from multibeta.utils.io import file_sha256
 from multibeta.utils.tensorfile import write_tensor_file
@@ -89,14 +90,16 @@ def latent_space(cache: LatentCache) -> dict[str, Any]:
 
 
 def edit_directions(
-    cache: LatentCache, t_b: float, n: int, *, seed: int = 0, orientation: str = "normal"
+    cache: LatentCache, t_b: float, n: int, *, seed: int = 0, orientation: str = "normal",
+    ica: IcaSettings = DEFAULT_ICA,
 ) -> dict[str, dict[str, Any]]:
     """Edit directions of the latents at level ``t_b`` (training rows), by family.
 
     ``attribute`` (data with labels: dSprites factors, CelebA attributes): one linear-probe
     direction per factor (:func:`multibeta.sampling.directions.attribute_directions`), named by
     the factor (``attribute:scale``). ``pca`` and ``ica``: the top ``n`` principal / independent
-    directions (as the traversals), named by index (``pca:0``). Each entry: ``names``,
+    directions (as the traversals; ``seed`` and ``ica``: the FastICA starts), named by index
+    (``pca:0``). Each entry: ``names``,
     ``labels``, unit ``vectors [K, d]``, ``stds [K]`` (the latents' std along each, one edit
     unit) and ``t_b``.
     """
@@ -108,7 +111,7 @@ def edit_directions(
         found["attribute"] = attribute_directions(latents, labels[rows], names, sizes, seed=seed,
                                                   orientation=orientation).directions
     for family in ("pca", "ica"):
-        found[family] = basis_directions(latents, family, n, seed=seed)
+        found[family] = basis_directions(latents, family, n, seed=seed, ica=ica)
     out = {}
     for family, dirs in found.items():
         keys = list(names) if family == "attribute" else [str(k) for k in range(len(dirs.labels))]
@@ -182,8 +185,9 @@ def export_bundle(
             check_denoiser_vae(denoisers[variant], vae_sha)
         directions = None
         if directions_t_b is not None:
+            metrics = config.get("metrics", {})
             directions = edit_directions(cache, directions_t_b, n_directions, orientation=orientation,
-                                         seed=int(config.get("metrics", {}).get("seed", 0)))
+                                         seed=int(metrics.get("seed", 0)), ica=IcaSettings(**metrics.get("ica", {})))
         return write_bundle(
             out_dir, experiment=experiment, vae_state=vae_state, denoiser_states=denoisers,
             latent_space=latent_space(cache), directions=directions, config=config,

@@ -23,6 +23,7 @@ from multibeta.sampling.directions import (
     select_directions,
 )
 from multibeta.sampling.edit import Directions, basis_directions
+from multibeta.utils.bases import DEFAULT_ICA, IcaSettings
 from multibeta.sampling.loading import SamplingModels
 from multibeta.utils.device import Runtime
 
@@ -60,19 +61,21 @@ def fit_family(
     cfg: DirectionsConfig,
     *,
     seed: int,
+    ica: IcaSettings = DEFAULT_ICA,
 ) -> tuple[Directions, float, dict[str, float]]:
     """One direction per factor for ``family``, the level it edits at, and probe scores.
 
     Args:
         latents_at: ``t -> [N, d]`` cached training latents at level t.
         labels: their classes ``[N, F]``.
+        ica: the FastICA starts of the ``ica`` family (``metrics.ica``).
     """
     t = 0.0 if family == T0_FAMILY else float(cfg.t_b)
     latents = latents_at(t)
     if family in ("attribute", T0_FAMILY):
         probes = attribute_directions(latents, labels, names, sizes, orientation=cfg.orientation, seed=seed)
         return probes.directions, t, probes.summary()
-    found = basis_directions(latents, family, cfg.n_components, seed=seed)
+    found = basis_directions(latents, family, cfg.n_components, seed=seed, ica=ica)
     match = match_directions(latents, labels, found, names=names, sizes=sizes)
     return select_directions(found, match, names), t, {}
 
@@ -90,8 +93,10 @@ def run_edit_study(
     *,
     runtime: Runtime,
     seed: int = 0,
+    ica: IcaSettings = DEFAULT_ICA,
 ) -> tuple[dict[str, FamilyResult], dict[str, float]]:
-    """Fit and measure every family of :data:`DIRECTION_FAMILIES`.
+    """Fit and measure every family of :data:`DIRECTION_FAMILIES` (``ica``: the FastICA starts of
+    the ``ica`` family, ``metrics.ica``).
 
     Returns:
         ``{family: FamilyResult}`` and flat metrics: ``<family>.<EditScores.summary key>`` and
@@ -102,7 +107,8 @@ def run_edit_study(
     results: dict[str, FamilyResult] = {}
     metrics: dict[str, float] = {}
     for family in DIRECTION_FAMILIES:
-        directions, t, probe_summary = fit_family(family, latents_at, fit_labels, names, sizes, cfg, seed=seed)
+        directions, t, probe_summary = fit_family(family, latents_at, fit_labels, names, sizes, cfg, seed=seed,
+                                                        ica=ica)
         denoise = None if t == 0.0 else denoise_function(models.denoiser, models.sigma, t_b=t,
                                                          settings=cfg, device=runtime)
         pipe = edit_pipeline(models.encoder, models.decoder, t=t, denoise=denoise,

@@ -33,7 +33,7 @@ from multibeta.sampling.samplers import (
 )
 from multibeta.sampling.settings import SamplerSettings
 from multibeta.sampling.spacing import level_steps
-from multibeta.utils.bases import fit_basis
+from multibeta.utils.bases import DEFAULT_ICA, IcaSettings, fit_basis
 from multibeta.utils.device import Runtime
 
 logger = logging.getLogger(__name__)
@@ -264,11 +264,12 @@ def pca_directions(latents: torch.Tensor, n: int) -> Directions:
     )
 
 
-def ica_directions(latents: torch.Tensor, n: int, *, seed: int = 0) -> Directions:
+def ica_directions(latents: torch.Tensor, n: int, *, seed: int = 0, ica: IcaSettings = DEFAULT_ICA) -> Directions:
     """Top ``n`` independent components of ``latents`` ``[N, d]`` (:mod:`multibeta.utils.bases`):
-    each direction is the latent displacement of one source, its std the source's scale. The
-    FastICA starts run in as many processes as torch has threads (same basis whatever the count)."""
-    basis = fit_basis(latents.double().numpy(), "ica", seed=seed, n_jobs=torch.get_num_threads())
+    each direction is the latent displacement of one source, its std the source's scale. ``ica``:
+    the FastICA starts (``metrics.ica``, as the disentanglement scores use). The starts run in as
+    many processes as torch has threads (same basis whatever the count)."""
+    basis = fit_basis(latents.double().numpy(), "ica", seed=seed, ica=ica, n_jobs=torch.get_num_threads())
     n = min(n, len(basis.directions))
     return Directions(
         name="ica",
@@ -278,14 +279,16 @@ def ica_directions(latents: torch.Tensor, n: int, *, seed: int = 0) -> Direction
     )
 
 
-def basis_directions(latents: torch.Tensor, basis: str, n: int, *, seed: int = 0) -> Directions:
-    """Traversal directions of basis ``dims`` / ``identity``, ``pca`` or ``ica`` (at most ``n``)."""
+def basis_directions(latents: torch.Tensor, basis: str, n: int, *, seed: int = 0,
+                     ica: IcaSettings = DEFAULT_ICA) -> Directions:
+    """Traversal directions of basis ``dims`` / ``identity``, ``pca`` or ``ica`` (at most ``n``;
+    ``seed`` and ``ica``: the FastICA starts)."""
     if basis in ("dims", "identity"):
         return dimension_directions(latents, n)
     if basis == "pca":
         return pca_directions(latents, n)
     if basis == "ica":
-        return ica_directions(latents, n, seed=seed)
+        return ica_directions(latents, n, seed=seed, ica=ica)
     raise ValueError(f"unknown traversal basis {basis!r}; use identity, pca or ica")
 
 
