@@ -3,13 +3,15 @@
 #   make test   create .venv if needed, install, run the test suite
 #   make report Snakemake's HTML report of the finished run of CONFIG: every figure, captioned,
 #               in <results_dir>/<experiment>/report.html (the first experiment's folder in a sweep)
-# Variables: CONFIG (config file for `make run`), CORES (default: all), GPUS (default: 1).
+# Variables: CONFIG (config file for `make run`), CORES (default: all), GPUS (default: 1 where
+# nvidia-smi lists a GPU; else CORES: without a GPU every "GPU" job runs on the CPU, so the slots
+# only serialise jobs that could share the cores, such as the one-thread denoiser trainings).
 
 VENV    ?= .venv
 PYTHON  ?= python3
 CONFIG  ?= config.yaml
 CORES   ?= $(shell nproc 2>/dev/null || echo 2)
-GPUS    ?= 1
+GPUS    ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo $(CORES))
 STAMP   := $(VENV)/.installed
 
 .PHONY: run test report lint dry-run benchmarks clean-venv

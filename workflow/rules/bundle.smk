@@ -14,7 +14,8 @@ rule export_bundle:
         log_path("export_bundle"),
     benchmark:
         bench_path("export_bundle")
-    threads: 1
+    # the ICA edit directions' FastICA starts run in as many processes
+    threads: COMPUTE["cpu_threads"]
     resources:
         mem_mb=4000,
         runtime=30,
