@@ -99,9 +99,8 @@ def edit_directions(
     direction per factor (:func:`multibeta.sampling.directions.attribute_directions`), named by
     the factor (``attribute:scale``). ``pca`` and ``ica``: the top ``n`` principal / independent
     directions (as the traversals; ``seed`` and ``ica``: the FastICA starts), named by index
-    (``pca:0``). Each entry: ``names``,
-    ``labels``, unit ``vectors [K, d]``, ``stds [K]`` (the latents' std along each, one edit
-    unit) and ``t_b``.
+    (``pca:0``). Each entry: ``names``, ``labels``, unit ``vectors [K, d]``, ``stds [K]`` (the
+    latents' std along each, one edit unit) and ``t_b``.
     """
     rows = cache.rows("train")
     latents = cache.mu_at_level(rows, t_b)
@@ -187,7 +186,8 @@ def export_bundle(
         if directions_t_b is not None:
             metrics = config.get("metrics", {})
             directions = edit_directions(cache, directions_t_b, n_directions, orientation=orientation,
-                                         seed=int(metrics.get("seed", 0)), ica=IcaSettings(**metrics.get("ica", {})))
+                                         seed=int(metrics.get("seed", 0)),
+                                         ica=IcaSettings(**metrics.get("ica", {})))
         return write_bundle(
             out_dir, experiment=experiment, vae_state=vae_state, denoiser_states=denoisers,
             latent_space=latent_space(cache), directions=directions, config=config,

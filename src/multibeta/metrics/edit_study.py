@@ -23,8 +23,8 @@ from multibeta.sampling.directions import (
     select_directions,
 )
 from multibeta.sampling.edit import Directions, basis_directions
-from multibeta.utils.bases import DEFAULT_ICA, IcaSettings
 from multibeta.sampling.loading import SamplingModels
+from multibeta.utils.bases import DEFAULT_ICA, IcaSettings
 from multibeta.utils.device import Runtime
 
 logger = logging.getLogger(__name__)
@@ -107,8 +107,8 @@ def run_edit_study(
     results: dict[str, FamilyResult] = {}
     metrics: dict[str, float] = {}
     for family in DIRECTION_FAMILIES:
-        directions, t, probe_summary = fit_family(family, latents_at, fit_labels, names, sizes, cfg, seed=seed,
-                                                        ica=ica)
+        directions, t, probe_summary = fit_family(family, latents_at, fit_labels, names, sizes, cfg,
+                                                  seed=seed, ica=ica)
         denoise = None if t == 0.0 else denoise_function(models.denoiser, models.sigma, t_b=t,
                                                          settings=cfg, device=runtime)
         pipe = edit_pipeline(models.encoder, models.decoder, t=t, denoise=denoise,
