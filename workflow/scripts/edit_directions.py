@@ -9,11 +9,11 @@ from multibeta.cache.latent_cache import LatentCache
 from multibeta.core.config import from_section, to_dict
 from multibeta.data.h5io import ImageDataset, spread_positions
 from multibeta.metrics.edit_study import run_edit_study
-from multibeta.utils.bases import IcaSettings
 from multibeta.metrics.factor_classifier import load_factor_classifier
 from multibeta.sampling.config import DirectionsConfig
 from multibeta.sampling.direction_plots import direction_grid_title, save_direction_grid, save_edit_score_plot
 from multibeta.sampling.loading import load_sampling_models
+from multibeta.utils.bases import IcaSettings
 from multibeta.utils.io import write_json
 from multibeta.workflow.jobs import start_job
 
@@ -40,7 +40,7 @@ def main(smk) -> None:
     names, sizes = list(data.metadata["factor_names"]), [int(s) for s in data.metadata["factor_sizes"]]
     results, metrics = run_edit_study(models, classifier, latents_at, fit_labels, images, image_labels,
                                       names, sizes, cfg, runtime=runtime, seed=smk.params.seed,
-                                      ica=IcaSettings(**smk.params.ica))
+                                      ica=from_section(IcaSettings, smk.params.ica, "metrics.ica"))
     for family, res in results.items():
         save_direction_grid(res.grid, res.directions, cfg.grid_amounts, smk.output[f"grid_{family}"],
                             title=direction_grid_title(family, res.t, res.denoised))

@@ -26,8 +26,8 @@ def main(smk) -> None:
         (basis_directions(latents, "dims", cfg.max_dims), smk.output.dims),
         (basis_directions(latents, "pca", cfg.n_pca), smk.output.pca),
         # the ICA basis is fitted with the metrics' seed and starts, as the disentanglement scores are
-        (basis_directions(latents, "ica", cfg.n_pca, seed=smk.params.seed, ica=IcaSettings(**smk.params.ica)),
-         smk.output.ica),
+        (basis_directions(latents, "ica", cfg.n_pca, seed=smk.params.seed,
+                          ica=from_section(IcaSettings, smk.params.ica, "metrics.ica")), smk.output.ica),
     ):
         grid = traverse(models.denoiser, models.sigma, models.decoder, base, directions, values, cfg,
                         t_b=cfg.t_b, device=runtime)
