@@ -126,6 +126,18 @@ RUNGS: dict[str, dict[str, Any]] = {
     "L5_dlevel_edm": dict(variant="multibeta", cache="real",
                           diffusion={"t_density": "edm", "delta_scale": "per_level"},
                           spacing="uniform", what="L5_dlevel trained with EDM's log-normal density"),
+    # the denoiser's optimisation and capacity at the default budget, each for both models
+    # (against L5_dlevel_edm, the default multibeta recipe, and L0_edm)
+    "L5_dlevel_edm_lr3": dict(variant="multibeta", cache="real",
+                              diffusion={"t_density": "edm", "delta_scale": "per_level", "lr": 3e-3},
+                              spacing="uniform", what="L5_dlevel_edm with lr 3e-3 (1e-3 by default)"),
+    "L0_edm_lr3": dict(variant="standard_ldm", cache="real", diffusion={"t_density": "edm", "lr": 3e-3},
+                       spacing="uniform", what="L0_edm with lr 3e-3"),
+    "L5_dlevel_edm_w512": dict(variant="multibeta", cache="real",
+                               diffusion={"t_density": "edm", "delta_scale": "per_level", "width": 512},
+                               spacing="uniform", what="L5_dlevel_edm with width 512 (256 by default)"),
+    "L0_edm_w512": dict(variant="standard_ldm", cache="real", diffusion={"t_density": "edm", "width": 512},
+                        spacing="uniform", what="L0_edm with width 512"),
 }
 #: rungs that reuse another rung's trained model (same training, other sampler grid)
 SAME_MODEL = {"L4_ugrid": "L4", "L4_lgrid": "L4"}

@@ -36,7 +36,7 @@ def load(path: Path) -> dict[str, Any] | None:
 
 def level_table(levels: list[dict[str, Any]]) -> list[str]:
     """Markdown rows: one per level that carries the disentanglement scores."""
-    head = "| t | β | σ (mean over dims) | " + " | ".join(name for name, _ in SCORES) + " |"
+    head = "| t | β | σ (RMS over dims) | " + " | ".join(name for name, _ in SCORES) + " |"
     rows = [head, "|" + "---|" * (3 + len(SCORES))]
     for lv in levels:
         if "factorvae_score" not in lv:

@@ -380,6 +380,24 @@ def test_sigma_table_buffers_do_not_alias_and_old_checkpoints_are_repaired(
     torch.testing.assert_close(model.sigma_table(t), torch.sin(math.pi * t / 2), atol=1e-3, rtol=0)
 
 
+def test_sigma_rms_is_one_convention_for_shared_and_per_dimension_sigma() -> None:
+    """The one number that stands for σ_{t,j}: the RMS over dimensions; a shared σ (a plain
+    number, or a last axis of 1) comes back exactly, in numpy and in torch alike."""
+    from multibeta.core.schedules import SigmaTable, sigma_rms
+
+    shared = np.array([0.01, 0.3, 0.999])
+    assert sigma_rms(0.3) == 0.3 and sigma_rms(np.float32(0.25)) == 0.25
+    assert np.array_equal(sigma_rms(shared[:, None]), shared)
+    assert torch.equal(sigma_rms(torch.as_tensor(shared)[:, None]), torch.as_tensor(shared))
+    per_dim = np.array([[0.1, 0.5, 0.7], [3.0, 4.0, 0.0]])
+    np.testing.assert_allclose(sigma_rms(per_dim), [np.sqrt(0.25), np.sqrt(25 / 3)], rtol=1e-12)
+    np.testing.assert_allclose(sigma_rms(torch.as_tensor(per_dim)).numpy(), sigma_rms(per_dim), rtol=1e-12)
+    grid = np.linspace(0, 1, 5)
+    table = SigmaTable(grid, np.stack([grid, 2 * grid], axis=1))
+    t = torch.tensor([0.3, 0.9], dtype=torch.float64)
+    torch.testing.assert_close(table.rms(t), t * math.sqrt(2.5), rtol=1e-12, atol=0)
+
+
 def test_per_level_delta_scale_interpolates_and_scales_the_head() -> None:
     model = LatentDenoiser(
         latent_dim=D, width=16, depth=1, time_embed_dim=8, variant="multibeta",

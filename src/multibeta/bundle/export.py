@@ -26,6 +26,7 @@ from multibeta.bundle.layout import (
 )
 from multibeta.bundle.manifest import file_entries
 from multibeta.cache.latent_cache import LatentCache
+from multibeta.core.schedules import sigma_rms
 from multibeta.models.loading import check_denoiser_vae
 from multibeta.sampling.directions import attribute_directions
 from multibeta.sampling.edit import Directions, basis_directions
@@ -82,7 +83,7 @@ def latent_space(cache: LatentCache) -> dict[str, Any]:
         "level_sigma": torch.as_tensor(cache.sigma),
         "level_beta": torch.as_tensor(cache.beta),
         # σ at t = 1; its RMS over dimensions for a per-dimension schedule (the prior holds the rest)
-        "sigma_1": sigma_1 if isinstance(sigma_1 := cache.sigma_1, float) else float(np.sqrt(np.mean(sigma_1**2))),
+        "sigma_1": float(sigma_rms(cache.sigma_1)),
         "prior_mean": prior.mean,
         "prior_scale_tril": prior.scale_tril,
         "vae_sha256": cache.vae_sha256,

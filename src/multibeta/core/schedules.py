@@ -2,6 +2,8 @@
 
 - :class:`SigmaTable`: the multi-β VAE's posterior std σ_t, tabulated on a dense t grid
   (stored in the latent cache) and linearly interpolated, so Stage 2 never needs the VAE.
+- :func:`sigma_rms`: the one number that stands for a per-dimension σ_{t,j} wherever one is
+  needed (logs, reports, c_in, λ(t), the bundle's σ_1): the RMS over dimensions.
 - :func:`cosine_alpha_bar`: the standard cosine schedule of Nichol & Dhariwal (2021), used by
   the ``standard_ldm`` baseline.
 - :func:`lr_factor`: linear warm-up, then constant or cosine decay to a floor; the one
@@ -14,6 +16,22 @@ import math
 
 import numpy as np
 import torch
+
+
+def sigma_rms(sigma: torch.Tensor | np.ndarray | float) -> torch.Tensor | np.ndarray | float:
+    """σ̄ = sqrt(mean_j σ_j²) over the last axis of a per-dimension σ (``[..., d]`` → ``[...]``).
+
+    The RMS, not the mean, because the noise power mean_j σ_j² is what the signal power (the
+    mean over dimensions of E[μ_t²]) is compared with in the log-SNR. A shared σ_t stored with a
+    last axis of 1 (``[..., 1]``) comes back exactly (sqrt(σ²) = σ in floating point); a plain
+    number (a shared schedule without that axis) is returned as it is.
+    """
+    if isinstance(sigma, torch.Tensor):
+        return sigma.pow(2).mean(-1).sqrt()
+    a = np.asarray(sigma, dtype=np.float64)
+    if a.ndim == 0:
+        return float(a)
+    return np.sqrt(np.mean(np.square(a), axis=-1))
 
 
 class SigmaTable(torch.nn.Module):
@@ -66,7 +84,7 @@ class SigmaTable(torch.nn.Module):
         """σ̄_t = sqrt(mean_j σ_{t,j}²), shape ``t.shape``: the noise level of the whole latent
         (σ_t itself for a shared table), for everything that needs one number per t."""
         sigma = self(t)
-        return sigma.pow(2).mean(-1).sqrt() if self.per_dimension else sigma
+        return sigma_rms(sigma) if self.per_dimension else sigma
 
     def derivative(self, t: torch.Tensor) -> torch.Tensor:
         """dσ/dt of the piecewise-linear interpolant (right derivative at grid points)."""

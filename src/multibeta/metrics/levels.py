@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from multibeta.core.schedules import sigma_rms
 from multibeta.data.h5io import read_images, read_labels, read_metadata
 from multibeta.metrics.config import MetricsConfig, select_levels
 from multibeta.metrics.dci import compute_dci
@@ -215,7 +216,7 @@ def evaluate_cache_levels(
         codes = cache.level(int(k))
         recon = decode_latents(vae.decode_image, torch.as_tensor(codes[recon_cache_rows]), t=t,
                                batch_size=cfg.reconstruction.batch_size, device=runtime, progress=False)
-        entry = {"t": t, "beta": float(cache.beta[k]), "sigma": float(np.mean(cache.sigma[k]))}  # mean over dims if per-dimension
+        entry = {"t": t, "beta": float(cache.beta[k]), "sigma": float(sigma_rms(cache.sigma[k]))}
         entry.update(level_metrics(codes, labels, originals, recon, cfg, lpips_model=lpips_model,
                                    runtime=runtime, classifier=classifier, recon_labels=recon_labels,
                                    disentangle=k in selected))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from multibeta.core.schedules import sigma_rms
 from multibeta.data.h5io import spread_positions
 from multibeta.models.vae import MultiBetaVAE
 from multibeta.utils.device import eval_mode
@@ -44,7 +45,7 @@ class LevelEvaluation:
     """Per-level results on held-out images (K levels, d latent dims).
 
     Attributes:
-        t, beta, sigma: ``[K]`` (sigma: the mean over dimensions of a per-dimension schedule).
+        t, beta, sigma: ``[K]`` (sigma: the RMS over dimensions of a per-dimension schedule, :func:`sigma_rms`).
         kl_per_dim: ``[K, d]`` mean KL(q(z_t|x) || N(0, 1)) per dimension (nats).
         kl: ``[K]`` summed over dimensions.
         rec_mean: ``[K]`` reconstruction error decoding μ_t (per image; ``bce`` in nats summed
@@ -132,7 +133,7 @@ def evaluate_levels(
     tt = torch.as_tensor(t_arr, dtype=torch.float32, device=device)
     with torch.no_grad():
         beta = model.beta(tt).double().cpu().numpy()
-        sigma_k = model.posterior_sigma(tt).mean(1).double().cpu().numpy()
+        sigma_k = sigma_rms(model.posterior_sigma(tt)).double().cpu().numpy()
     kld = kl_sum / n_total
     return LevelEvaluation(
         t=t_arr, beta=beta, sigma=sigma_k, kl_per_dim=kld, kl=kld.sum(1),
@@ -184,7 +185,7 @@ def prior_gap(
     d = mu.shape[1]
     cov = torch.cov(mu.T).reshape(d, d) if mu.shape[0] > 1 else torch.zeros(d, d, dtype=mu.dtype)
     cov = cov + torch.diag(sigma_j.expand(d) ** 2)
-    sigma = float(sigma_j.mean())
+    sigma = float(sigma_rms(sigma_j))
     kl = 0.5 * (torch.trace(cov) + m @ m - d - torch.logdet(cov))
     return {"t": t, "sigma": sigma, "gaussian_kl_to_prior": float(kl), "mean_norm": float(m.norm()),
             "mean_variance": float(torch.diagonal(cov).mean()), "num_images": int(mu.shape[0])}

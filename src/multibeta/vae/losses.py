@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from multibeta.core.schedules import sigma_rms
 from multibeta.models.vae import MultiBetaVAE
 from multibeta.vae.config import VAEConfig
 
@@ -201,5 +202,5 @@ class VAEObjective(nn.Module):
         weight = self.weighting(beta).expand_as(rec)
         loss = (weight * (rec + beta * kl)).mean()
         return LossTerms(loss=loss, rec=rec, kl=kl, kl_per_dim=kld, weight=weight,
-                         beta=beta.expand_as(rec), sigma=sigma.mean(1).expand_as(rec), logits=logits,
+                         beta=beta.expand_as(rec), sigma=sigma_rms(sigma).expand_as(rec), logits=logits,
                          parts=parts)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from multibeta.core.schedules import lr_factor
+from multibeta.core.schedules import lr_factor, sigma_rms
 from multibeta.core.image_size import IMAGE_SIZE, IMAGE_SIZES
 from multibeta.data.sources import ImageSource, image_size_of
 from multibeta.models.vae import MultiBetaVAE
@@ -304,8 +304,8 @@ class VAETrainer:
         row.update({k: v / self.accum_n for k, v in self.accum.items()})
         with torch.no_grad():
             tt = torch.tensor([0.0, 0.5, 1.0], device=self.device)
-            # the mean over dimensions (the shared σ_t itself unless vae.sigma_stagger > 0)
-            s0, s_half, s1 = self.model.posterior_sigma(tt).mean(1).tolist()
+            # the RMS over dimensions (the shared σ_t itself unless vae.sigma_stagger > 0)
+            s0, s_half, s1 = sigma_rms(self.model.posterior_sigma(tt)).tolist()
         row.update(sigma_0=s0, sigma_half=s_half, sigma_1=s1)
         self.log.append(row)
         self.accum, self.accum_n = {}, 0
@@ -375,7 +375,7 @@ class VAETrainer:
         """Training summary stored in the final checkpoint."""
         with torch.no_grad():
             tt = torch.linspace(0, 1, 11, device=self.device)
-            sigma = self.model.posterior_sigma(tt).mean(1).cpu().tolist()
+            sigma = sigma_rms(self.model.posterior_sigma(tt)).cpu().tolist()
         last = self.log.last
         wall = self.wall_before + self._session_time()
         return {
