@@ -15,9 +15,14 @@
   deterministic Heun against the ancestral chain: where a chain loses the data's factors.
 - ``matched``: the ε errors of the multi-β denoiser and of the experiment's plain latent DDPM
   (``standard_ldm``) at equal log-SNR, on validation latents.
+- ``noise``: how precise a latent must be to decode to a valid shape: the training images' μ_0
+  plus isotropic Gaussian noise of std s (in latent units; μ_0 has a std near 1 per dimension),
+  decoded and scored by every generation ruler. The valid fraction a sampler reaches says how
+  far off the data's manifold its latents end; FD hardly sees that distance.
 
     .venv/bin/python benchmarks/generation_diagnostics.py bayes --experiment default
     .venv/bin/python benchmarks/generation_diagnostics.py sample-size start oracle matched --experiment default
+    .venv/bin/python benchmarks/generation_diagnostics.py noise --experiment default
     .venv/bin/python benchmarks/generation_diagnostics.py start oracle --denoiser results/default/ladder/L5_dlevel_s0/model.pt
 
 Writes ``benchmarks/results/generation_diagnostics_<experiment>.md`` (one section per
@@ -189,6 +194,24 @@ def matched_table(exp: Experiment, model: torch.nn.Module, n: int) -> str:
     return "\n".join(lines)
 
 
+NOISE_STD = (0.0, 0.01, 0.03, 0.05, 0.088, 0.15, 0.25)
+
+
+def noise_table(exp: Experiment, n: int) -> str:
+    """Generation rulers of decoded μ_0 + s·ξ for the std values :data:`NOISE_STD`."""
+    cache = exp.cache
+    rows = np.sort(np.random.default_rng(0).choice(cache.rows("train"), n, replace=False))
+    mu_0 = torch.as_tensor(cache.level(0)[rows]).float()
+    gen = torch.Generator().manual_seed(0)
+    lines = [f"μ_0 std per dimension: {', '.join(f'{v:.2f}' for v in mu_0.std(0).tolist())}.", "",
+             "| noise std s | FD | valid | TV of shape | max TV |", "|---|---|---|---|---|"]
+    for std in NOISE_STD:
+        s = _score(exp, mu_0 + std * torch.randn(mu_0.shape, generator=gen))
+        lines.append(f"| {std:g} | {s['fd']:.3f} | {s['valid']:.3f} | {s['tv.shape']:.3f} | {s['tv_max']:.3f} |")
+        logger.info(lines[-1])
+    return "\n".join(lines)
+
+
 def replace_section(text: str, title: str, body: str) -> str:
     """``text`` with the section ``## title`` replaced by (or appended as) ``body``."""
     section = f"## {title}\n\n{body}\n"
@@ -200,7 +223,7 @@ def replace_section(text: str, title: str, body: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("diagnostics", nargs="+", choices=["bayes", "sample-size", "start", "oracle", "matched"])
+    parser.add_argument("diagnostics", nargs="+", choices=["bayes", "sample-size", "start", "oracle", "matched", "noise"])
     parser.add_argument("--config", type=Path, default=REPO / "config.yaml")
     parser.add_argument("--experiment", default="default")
     parser.add_argument("--denoiser", type=Path, default=None,
@@ -236,6 +259,10 @@ def main() -> None:
         elif name == "oracle":
             text = replace_section(text, f"Chains from the true z_t ({label})",
                                    f"{source} 2,000 training images.\n\n" + oracle_table(exp, model, 2000))
+        elif name == "noise":
+            text = replace_section(text, "Valid fraction against latent noise",
+                                   f"VAE `results/{args.experiment}/vae/model.pt`, commit {commit}; 2,000 training "
+                                   "images, μ_0 + s·ξ decoded at t = 0.\n\n" + noise_table(exp, 2000))
         else:
             text = replace_section(text, "The ε errors of the two denoisers at equal log-SNR",
                                    f"{source} Plain DDPM `results/{args.experiment}/diffusion/standard_ldm/model.pt`; "

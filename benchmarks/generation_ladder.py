@@ -62,6 +62,7 @@ from multibeta.utils.device import select_runtime  # noqa: E402
 from multibeta.utils.io import write_json, write_text  # noqa: E402
 from multibeta.utils.versions import collect_versions  # noqa: E402
 from multibeta.workflow.config import resolve_config, section_defaults  # noqa: E402
+from fd_sample_size import run_scores as fd_curve  # noqa: E402
 from sharpen_start import sharpen_scores  # noqa: E402
 
 logger = logging.getLogger("benchmarks.generation_ladder")
@@ -138,6 +139,13 @@ RUNGS: dict[str, dict[str, Any]] = {
                                spacing="uniform", what="L5_dlevel_edm with width 512 (256 by default)"),
     "L0_edm_w512": dict(variant="standard_ldm", cache="real", diffusion={"t_density": "edm", "width": 512},
                         spacing="uniform", what="L0_edm with width 512"),
+    "L5_dlevel_edm_w512_lr3": dict(variant="multibeta", cache="real",
+                                   diffusion={"t_density": "edm", "delta_scale": "per_level", "width": 512,
+                                              "lr": 3e-3},
+                                   spacing="uniform", what="L5_dlevel_edm with width 512 and lr 3e-3"),
+    "L0_edm_w512_lr3": dict(variant="standard_ldm", cache="real",
+                            diffusion={"t_density": "edm", "width": 512, "lr": 3e-3},
+                            spacing="uniform", what="L0_edm with width 512 and lr 3e-3"),
 }
 #: rungs that reuse another rung's trained model (same training, other sampler grid)
 SAME_MODEL = {"L4_ugrid": "L4", "L4_lgrid": "L4"}
@@ -155,8 +163,11 @@ SAMPLERS = {
 }
 #: (sampler, score) columns of the summary table
 SUMMARY_COLUMNS = (("heun10", "fd"), ("heun10", "valid"), ("heun10", "tv_max"), ("heun25", "fd"),
-                   ("sheun25", "fd"), ("sheun25", "valid"), ("anc1000", "fd"), ("anc1000", "valid"),
-                   ("heun100", "fd"), ("ddim50", "fd"), ("ddim50", "valid"))
+                   ("sheun25", "fd"), ("sheun25", "fd_inf"), ("sheun25", "valid"), ("anc1000", "fd"),
+                   ("anc1000", "fd_inf"), ("anc1000", "valid"), ("heun100", "fd"), ("ddim50", "fd"),
+                   ("ddim50", "valid"))
+#: column titles of the score keys
+KEY_TITLES = {"fd": "FD", "fd_inf": "FD∞", "valid": "valid", "tv_max": "max TV"}
 #: sample counts of results written before ``n`` was recorded (anc1000 then drew 1,000)
 LEGACY_N = {"anc1000": 1000}
 
@@ -292,11 +303,17 @@ def pipeline_sharpening(exp: Experiment, model: torch.nn.Module) -> list[dict[st
              "denoised": lv["denoised"]["iou_to_input"]} for lv in scores["levels"]]
 
 
+#: random subsets per sample count of the FD_∞ fit (benchmarks/fd_sample_size.py)
+FD_INF_SUBSETS = 5
+
+
 def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any,
         steps: int | None = None, result: dict[str, Any] | None = None,
-        diagnostics: bool = False) -> dict[str, Any]:
+        diagnostics: bool = False, fd_inf: bool = False) -> dict[str, Any]:
     """Train (or reuse) and score a (rung, seed); with an earlier ``result``, add only the
-    samplers it lacks."""
+    samplers it lacks. With ``fd_inf``, each sampler's score also gets ``fd_inf`` (FD
+    extrapolated to infinitely many samples, :func:`fd_sample_size.run_scores`), drawing the
+    samples again for scores that lack it (sampling is seeded: the same samples)."""
     model_path, train_s = train_rung(exp, rung, seed, runtime, steps)
     model, _ = load_denoiser(model_path, map_location=runtime.device)
     spec = RUNGS[rung]
@@ -307,12 +324,18 @@ def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any
     for name in samplers:
         n_old = score_n(result["scores"], name)
         if n_old == SAMPLERS[name]["n"]:
+            if fd_inf and "fd_inf" not in result["scores"][name]:
+                images = sample_rung(exp, rung, model, cache, name, seed)
+                result["scores"][name].update(fd_inf_scores(exp, images))
             continue
         if n_old is not None:  # an older score on fewer samples: kept under its own name
             result["scores"][f"{name}_n{n_old}"] = result["scores"].pop(name)
         start = time.perf_counter()
-        scores = exp.score(sample_rung(exp, rung, model, cache, name, seed))
+        images = sample_rung(exp, rung, model, cache, name, seed)
+        scores = exp.score(images)
         result["scores"][name] = {**scores, "n": SAMPLERS[name]["n"], "seconds": time.perf_counter() - start}
+        if fd_inf:
+            result["scores"][name].update(fd_inf_scores(exp, images))
         logger.info("%s seed %d %s: FD %.3f valid %.3f tv_max %.3f", rung, seed, name, scores["fd"],
                     scores["valid"], scores["tv_max"])
     if diagnostics and getattr(model, "predicts_delta", False):
@@ -322,6 +345,12 @@ def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any
         logger.info("%s seed %d: Δ rel error %s, sharpening %s", rung, seed, result["delta_rel_error"],
                     [(lv["t_b"], round(lv["denoised"] - lv["decoded"], 3)) for lv in result["sharpen"]])
     return result
+
+
+def fd_inf_scores(exp: Experiment, images: torch.Tensor) -> dict[str, float]:
+    """``fd_inf`` (± ``fd_inf_se``) and ``fd_c`` of decoded samples [N, C, H, W] in [0, 1]."""
+    curve = fd_curve(exp, images, FD_INF_SUBSETS)
+    return {"fd_inf": curve["fd_inf"], "fd_inf_se": curve["fd_inf_se"], "fd_c": curve["c"]}
 
 
 def summarise(folder: Path = OUT_DIR) -> str:
@@ -336,19 +365,23 @@ def summarise(folder: Path = OUT_DIR) -> str:
              "stochastic Heun steps with η = 0.7 (49 NFE), anc1000: 1000-step ancestral, ddim50: 50 "
              f"deterministic Euler (DDIM) steps; {N_SAMPLES:,} samples each. Results of "
              "1000-step ancestral runs on 1,000 samples (written before every sampler drew as many) are "
-             "left out: FD is larger on fewer samples.", "",
+             "left out: FD is larger on fewer samples. FD∞: the FD extrapolated to infinitely many "
+             f"samples (FD_n = FD∞ + c/n fitted over {FD_INF_SUBSETS} random subsets of 500, 1,000 and "
+             "1,500 samples and all 2,000; `--fd-inf`, benchmarks/fd_sample_size.py); a count in "
+             "brackets: fewer seeds than the row has.", "",
              "| rung | what | denoiser steps (default: the experiment's) | seeds | "
-             + " | ".join(f"{s} {k.replace('fd', 'FD').replace('tv_max', 'max TV')}" for s, k in SUMMARY_COLUMNS) + " |",
+             + " | ".join(f"{s} {KEY_TITLES[k]}" for s, k in SUMMARY_COLUMNS) + " |",
              "|---|---|---|---|" + "---|" * len(SUMMARY_COLUMNS)]
 
     def cell(runs: list[dict[str, Any]], sampler: str, key: str) -> str:
         # only scores on the sampler's current sample count (FD depends on it)
         vals = [r["scores"][sampler][key] for r in runs
-                if score_n(r["scores"], sampler) == SAMPLERS[sampler]["n"]]
+                if score_n(r["scores"], sampler) == SAMPLERS[sampler]["n"] and key in r["scores"][sampler]]
         if not vals:
             return "–"
         sd = f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""
-        return f"{np.mean(vals):.3f}{sd}"
+        fewer = f" [{len(vals)}]" if len(vals) < len(runs) else ""
+        return f"{np.mean(vals):.3f}{sd}{fewer}"
 
     for rung, steps in order:
         runs = rows[(rung, steps)]
@@ -395,6 +428,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--diagnostics", action="store_true",
                         help="also score sharpening and the Δ head's relative error (multibeta rungs)")
+    parser.add_argument("--fd-inf", action="store_true",
+                        help="also the FD extrapolated to infinitely many samples (drawing again where missing)")
     parser.add_argument("--summarise", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -412,7 +447,8 @@ def main() -> None:
                 earlier = json.loads(out.read_text()) if out.is_file() else None
                 if earlier is not None:
                     logger.info("%s exists: adding the samplers it lacks (delete it to rerun)", out)
-                write_json(run(exp, rung, seed, samplers, runtime, args.steps, earlier, args.diagnostics), out)
+                write_json(run(exp, rung, seed, samplers, runtime, args.steps, earlier, args.diagnostics,
+                               args.fd_inf), out)
     if args.summarise or not args.rungs:
         folder = out_dir(args.experiment)
         text = summarise(folder)
