@@ -134,7 +134,8 @@ def summarise() -> None:
              + " | ".join(f"FactorVAE t={t:g} | MIG t={t:g}" for t in levels) + " |",
              "|---|---|---|---|---|---|" + "---|---|" * len(levels)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for run in runs:
+    for index, run in enumerate(runs):
+        color = f"C{index}"
         for row in run["rows"]:
             lines.append(f"| {run['variant']} | `{json.dumps(run['overrides'])}` | {row['step']} | "
                          f"{row['train_s']:.0f} | {row['accuracy.shape']:.3f} | {row['iou_to_input']:.3f} | "
@@ -143,10 +144,11 @@ def summarise() -> None:
         steps = [r["step"] for r in run["rows"]]
         for t, style in zip(levels, ("-", "--", ":", "-.")):
             axes[0].plot(steps, [r[f"factorvae_score@{t:g}"] for r in run["rows"]], style, marker="o",
-                         label=f"{run['variant']} t={t:g}")
+                         color=color, label=f"{run['variant']} t={t:g}")
             axes[1].plot(steps, [r[f"mig@{t:g}"] for r in run["rows"]], style, marker="o",
-                         label=f"{run['variant']} t={t:g}")
-        axes[2].plot(steps, [r["accuracy.shape"] for r in run["rows"]], marker="o", label=run["variant"])
+                         color=color, label=f"{run['variant']} t={t:g}")
+        axes[2].plot(steps, [r["accuracy.shape"] for r in run["rows"]], marker="o", color=color,
+                     label=run["variant"])
     for ax, (label, target) in zip(axes, (("FactorVAE, latent axes", TARGETS["factorvae_score"]),
                                           ("MIG, latent axes", TARGETS["mig"]), ("shape accuracy, t = 0", 0.95))):
         ax.axhline(target, color="gray", ls="--", lw=0.8)
