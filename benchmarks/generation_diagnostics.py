@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from generation_gap import Experiment  # noqa: E402
 from multibeta.cache.latent_cache import LatentCache  # noqa: E402
+from multibeta.core.schedules import sigma_rms  # noqa: E402
 from multibeta.sampling.samplers import GaussianPrior, sample_latents  # noqa: E402
 from multibeta.sampling.settings import SamplerSettings  # noqa: E402
 from multibeta.utils.device import select_runtime  # noqa: E402
@@ -58,12 +59,17 @@ BAYES_T = (0.1, 0.3, 0.5, 0.6, 0.65, 0.6875, 0.7, 0.72, 0.75, 0.78, 0.8, 0.85, 0
 
 
 def empirical_bayes(cache: LatentCache, train: torch.Tensor, z: torch.Tensor, t: float,
-                    sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Posterior means of ε and Δ at ``z [B, d]`` under the training rows' μ_t, and the
-    effective sample size of the posterior weights ``[B]`` (float64)."""
+                    sigma: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Posterior means of ε and Δ at ``z [B, d]`` under the training rows' μ_t (``sigma``: σ_t,
+    one number or ``[d]`` for a per-dimension schedule), and the effective sample size of the
+    posterior weights ``[B]`` (float64)."""
     times = torch.full((len(train),), t, dtype=torch.float64)
     mu, delta = (v.double() for v in cache.mu_and_delta_at(train, times))
-    weights = torch.softmax(-torch.cdist(z.double(), mu) ** 2 / (2 * sigma**2), dim=1)
+    if isinstance(sigma, float):
+        weights = torch.softmax(-torch.cdist(z.double(), mu) ** 2 / (2 * sigma**2), dim=1)
+    else:  # diagonal Gaussian likelihood: distances in units of each dimension's σ
+        sigma = sigma.double()
+        weights = torch.softmax(-torch.cdist(z.double() / sigma, mu / sigma) ** 2 / 2, dim=1)
     eps = (z.double() - weights @ mu) / sigma
     return eps, weights @ delta, 1.0 / (weights**2).sum(1)
 
@@ -73,12 +79,13 @@ def bayes_table(exp: Experiment, model: torch.nn.Module, n: int, seed: int) -> s
     train = torch.as_tensor(cache.rows("train"))
     rows = torch.as_tensor(cache.rows("validation")[:n])
     gen = torch.Generator().manual_seed(seed)
-    lines = ["| t | σ_t | ε error: network | ε error: empirical Bayes | Δ error: network | "
+    lines = ["| t | σ_t (RMS over dimensions if per dimension) | ε error: network | ε error: empirical Bayes | Δ error: network | "
              "Δ error: empirical Bayes | posterior ESS (median) |", "|---|---|---|---|---|---|---|"]
     for t in BAYES_T:
         times = torch.full((len(rows),), t, dtype=torch.float64)
         mu, delta = cache.mu_and_delta_at(rows, times)
-        sigma = float(model.sigma(torch.tensor([t]))[0])
+        sigma_t = model.sigma(torch.tensor([t]))[0]  # [] (shared σ_t) or [d]
+        sigma = float(sigma_t) if sigma_t.ndim == 0 else sigma_t
         eps = torch.randn(mu.shape, generator=gen)
         z = mu + sigma * eps
         with torch.no_grad():
@@ -88,7 +95,7 @@ def bayes_table(exp: Experiment, model: torch.nn.Module, n: int, seed: int) -> s
         def rel(a: torch.Tensor, b: torch.Tensor) -> float:
             return float((a.double() - b.double()).norm() / b.double().norm())
 
-        lines.append(f"| {t:g} | {sigma:.3f} | {rel(eps_net, eps):.3f} | {rel(eps_b, eps):.3f} | "
+        lines.append(f"| {t:g} | {float(sigma_rms(sigma_t.numpy())):.3f} | {rel(eps_net, eps):.3f} | {rel(eps_b, eps):.3f} | "
                      f"{rel(delta_net, delta):.3f} | {rel(delta_b, delta):.3f} | {float(ess.median()):.1f} |")
         logger.info(lines[-1])
     return "\n".join(lines)
