@@ -104,7 +104,7 @@ def bayes_table(exp: Experiment, model: torch.nn.Module, n: int, seed: int) -> s
 def _prior(exp: Experiment) -> GaussianPrior:
     cache = exp.cache
     return GaussianPrior.fit(torch.as_tensor(cache.level(cache.num_levels - 1)[cache.rows("train")]),
-                             float(cache.sigma[-1]))
+                             cache.sigma_1)
 
 
 def _score(exp: Experiment, z: torch.Tensor) -> dict[str, float]:

@@ -143,6 +143,9 @@ RUNGS: dict[str, dict[str, Any]] = {
                                    diffusion={"t_density": "edm", "delta_scale": "per_level", "width": 512,
                                               "lr": 3e-3},
                                    spacing="uniform", what="L5_dlevel_edm with width 512 and lr 3e-3"),
+    "L5_dlevel_edm_k33": dict(variant="multibeta", cache={"levels": 33},
+                              diffusion={"t_density": "edm", "delta_scale": "per_level"}, spacing="uniform",
+                              what="L5_dlevel_edm on a cache of 33 levels (17 by default)"),
     "L0_edm_w512_lr3": dict(variant="standard_ldm", cache="real",
                             diffusion={"t_density": "edm", "width": 512, "lr": 3e-3},
                             spacing="uniform", what="L0_edm with width 512 and lr 3e-3"),
@@ -260,7 +263,7 @@ def sample_rung(exp: Experiment, rung: str, model: torch.nn.Module, cache: Laten
     prior = None
     if spec["variant"] != "standard_ldm":
         mu1 = cache.level(cache.num_levels - 1)[cache.rows("train")]
-        prior = GaussianPrior.fit(torch.as_tensor(mu1), float(cache.sigma[-1]))
+        prior = GaussianPrior.fit(torch.as_tensor(mu1), cache.sigma_1)  # σ_1: a number, or [d] per dimension
     settings = SamplerSettings(variant=spec["variant"], steps=opts["steps"], eta=opts["eta"],
                                solver=opts["solver"], spacing=spec["spacing"], seed=seed, batch_size=1000)
     z = sample_latents(model, getattr(model, "sigma_table", None), settings, n=opts["n"],
@@ -282,7 +285,8 @@ def delta_error(model: torch.nn.Module, cache: LatentCache, seed: int) -> dict[s
     for t0 in DELTA_ERROR_T:
         t = torch.full((len(rows),), t0, dtype=torch.float64)
         mu, delta = cache.mu_and_delta_at(rows, t)
-        z = mu + model.sigma(t.float())[:, None] * torch.randn(mu.shape, generator=gen)
+        sigma = model.sigma(t.float())
+        z = mu + (sigma if sigma.ndim == 2 else sigma[:, None]) * torch.randn(mu.shape, generator=gen)
         with torch.no_grad():
             _, delta_hat = model(z.to(device), t.float().to(device))
         out[f"{t0:g}"] = float((delta_hat.cpu() - delta).norm() / delta.norm())
