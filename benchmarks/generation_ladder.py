@@ -143,6 +143,8 @@ RUNGS: dict[str, dict[str, Any]] = {
                                    diffusion={"t_density": "edm", "delta_scale": "per_level", "width": 512,
                                               "lr": 3e-3},
                                    spacing="uniform", what="L5_dlevel_edm with width 512 and lr 3e-3"),
+    "L5_edm": dict(variant="multibeta", cache="real", diffusion={"t_density": "edm", "delta_scale": "global"},
+                   spacing="uniform", what="L5_dlevel_edm with one Δ scale for all t (delta_scale: global)"),
     "L5_dlevel_edm_k33": dict(variant="multibeta", cache={"levels": 33},
                               diffusion={"t_density": "edm", "delta_scale": "per_level"}, spacing="uniform",
                               what="L5_dlevel_edm on a cache of 33 levels (17 by default)"),
