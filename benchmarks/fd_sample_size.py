@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -35,10 +34,8 @@ from generation_gap import Experiment  # noqa: E402
 
 from multibeta.metrics.fidelity import compute_fidelity  # noqa: E402
 from multibeta.sampling.store import read_samples  # noqa: E402
-from multibeta.utils.device import select_runtime  # noqa: E402
 from multibeta.utils.io import write_json, write_text  # noqa: E402
 from multibeta.utils.versions import collect_versions  # noqa: E402
-from multibeta.workflow.config import resolve_config  # noqa: E402
 
 logger = logging.getLogger("benchmarks.fd_sample_size")
 #: sample counts tried (those above a run's size are skipped)
@@ -113,9 +110,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = resolve_config(yaml.safe_load(args.config.read_text()))
-    runtime = select_runtime(config["compute"]["device"], config["compute"]["precision"], args.threads)
-    exp = Experiment(config, args.experiment, runtime)
+    exp = Experiment.from_config_file(args.config, args.experiment, args.threads)
     runs = {r["name"]: r["variant"] for r in exp.cfg["sampling"]["runs"]}
     names = args.runs or list(runs)
     results = {}

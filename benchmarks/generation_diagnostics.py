@@ -49,10 +49,8 @@ from multibeta.cache.latent_cache import LatentCache  # noqa: E402
 from multibeta.core.schedules import sigma_rms  # noqa: E402
 from multibeta.sampling.samplers import GaussianPrior, sample_latents  # noqa: E402
 from multibeta.sampling.settings import SamplerSettings  # noqa: E402
-from multibeta.utils.device import select_runtime  # noqa: E402
 from multibeta.utils.io import write_text  # noqa: E402
 from multibeta.utils.versions import collect_versions  # noqa: E402
-from multibeta.workflow.config import resolve_config  # noqa: E402
 
 logger = logging.getLogger("benchmarks.generation_diagnostics")
 BAYES_T = (0.1, 0.3, 0.5, 0.6, 0.65, 0.6875, 0.7, 0.72, 0.75, 0.78, 0.8, 0.85, 0.9, 0.95)
@@ -239,11 +237,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import yaml
-
-    config = resolve_config(yaml.safe_load(args.config.read_text()))
-    runtime = select_runtime(config["compute"]["device"], config["compute"]["precision"], args.threads)
-    exp = Experiment(config, args.experiment, runtime)
+    exp = Experiment.from_config_file(args.config, args.experiment, args.threads)
     model = exp.denoiser("multibeta", args.denoiser)
     out = REPO / "benchmarks" / "results" / f"generation_diagnostics_{args.experiment}.md"
     text = out.read_text() if out.is_file() else f"# Generation diagnostics: {args.experiment}\n"

@@ -108,6 +108,17 @@ class Experiment:
         self.space = factor_classifier_feature_space(self.classifier_path)
         self.train_classes = ImageDataset(self.dataset, split="train", max_memory_bytes=0).factor_classes()
 
+    @classmethod
+    def from_config_file(cls, path: Path, name: str, threads: int | None) -> "Experiment":
+        """Experiment ``name`` of the config file at ``path``, on the pipeline's device and
+        precision (``compute.device``, ``compute.precision``: bf16 autocast where native) with
+        ``threads`` CPU threads."""
+        import yaml
+
+        config = resolve_config(yaml.safe_load(path.read_text()))
+        compute = config["compute"]
+        return cls(config, name, select_runtime(compute["device"], compute["precision"], threads))
+
     def denoiser(self, variant: str, path: Path | None = None) -> torch.nn.Module:
         model, _ = load_denoiser(path or self.base / "diffusion" / variant / "model.pt",
                                  map_location=self.runtime.device)

@@ -58,10 +58,9 @@ from multibeta.diffusion.trainer import train_diffusion  # noqa: E402
 from multibeta.models.loading import load_denoiser  # noqa: E402
 from multibeta.sampling.samplers import GaussianPrior, sample_latents  # noqa: E402
 from multibeta.sampling.settings import SamplerSettings  # noqa: E402
-from multibeta.utils.device import select_runtime  # noqa: E402
 from multibeta.utils.io import write_json, write_text  # noqa: E402
 from multibeta.utils.versions import collect_versions  # noqa: E402
-from multibeta.workflow.config import resolve_config, section_defaults  # noqa: E402
+from multibeta.workflow.config import section_defaults  # noqa: E402
 from fd_sample_size import run_scores as fd_curve  # noqa: E402
 from sharpen_start import sharpen_scores  # noqa: E402
 
@@ -139,18 +138,11 @@ RUNGS: dict[str, dict[str, Any]] = {
                                spacing="uniform", what="L5_dlevel_edm with width 512 (256 by default)"),
     "L0_edm_w512": dict(variant="standard_ldm", cache="real", diffusion={"t_density": "edm", "width": 512},
                         spacing="uniform", what="L0_edm with width 512"),
-    "L5_dlevel_edm_w512_lr3": dict(variant="multibeta", cache="real",
-                                   diffusion={"t_density": "edm", "delta_scale": "per_level", "width": 512,
-                                              "lr": 3e-3},
-                                   spacing="uniform", what="L5_dlevel_edm with width 512 and lr 3e-3"),
     "L5_edm": dict(variant="multibeta", cache="real", diffusion={"t_density": "edm", "delta_scale": "global"},
                    spacing="uniform", what="L5_dlevel_edm with one Δ scale for all t (delta_scale: global)"),
     "L5_dlevel_edm_k33": dict(variant="multibeta", cache={"levels": 33},
                               diffusion={"t_density": "edm", "delta_scale": "per_level"}, spacing="uniform",
                               what="L5_dlevel_edm on a cache of 33 levels (17 by default)"),
-    "L0_edm_w512_lr3": dict(variant="standard_ldm", cache="real",
-                            diffusion={"t_density": "edm", "width": 512, "lr": 3e-3},
-                            spacing="uniform", what="L0_edm with width 512 and lr 3e-3"),
 }
 #: rungs that reuse another rung's trained model (same training, other sampler grid)
 SAME_MODEL = {"L4_ugrid": "L4", "L4_lgrid": "L4"}
@@ -440,12 +432,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.rungs:
-        import yaml
-
-        config = resolve_config(yaml.safe_load(args.config.read_text()))
-        compute = config["compute"]  # the pipeline's device and precision (bf16 autocast where native)
-        runtime = select_runtime(compute["device"], compute["precision"], args.threads)
-        exp = Experiment(config, args.experiment, runtime)
+        exp = Experiment.from_config_file(args.config, args.experiment, args.threads)
+        runtime = exp.runtime
         samplers = ["heun10", "anc1000"] + (["heun100"] if args.heun100 else []) + args.samplers
         for rung in args.rungs:
             for seed in args.seeds:

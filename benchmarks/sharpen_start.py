@@ -37,10 +37,9 @@ from multibeta.metrics.sharpening import score_sharpening  # noqa: E402
 from multibeta.models.loading import load_denoiser  # noqa: E402
 from multibeta.sampling.config import SharpenConfig  # noqa: E402
 from multibeta.sampling.edit import sharpen, spread_images  # noqa: E402
-from multibeta.utils.device import select_runtime  # noqa: E402
 from multibeta.utils.io import write_json, write_text  # noqa: E402
 from multibeta.utils.versions import collect_versions  # noqa: E402
-from multibeta.workflow.config import resolve_config, section_defaults  # noqa: E402
+from multibeta.workflow.config import section_defaults  # noqa: E402
 
 logger = logging.getLogger("benchmarks.sharpen_start")
 OUT_DIR = REPO / "benchmarks" / "results" / "sharpen_start"
@@ -117,10 +116,7 @@ def main() -> None:
     if args.denoiser:
         import yaml
 
-        config = resolve_config(yaml.safe_load(args.config.read_text()))
-        compute = config["compute"]
-        runtime = select_runtime(compute["device"], compute["precision"], args.threads)
-        exp = Experiment(config, args.experiment, runtime)
+        exp = Experiment.from_config_file(args.config, args.experiment, args.threads)
         overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
         result = run(exp, args.denoiser, overrides, args.seeds)
         result["versions"] = collect_versions()
