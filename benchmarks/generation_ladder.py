@@ -79,6 +79,8 @@ RUNGS: dict[str, dict[str, Any]] = {
                what="plain latent DDPM (cosine schedule on normalised μ_0)"),
     "L1": dict(variant="noise_only", cache="mu0", diffusion={"t_density": "uniform"}, spacing="uniform",
                what="Gaussian path on μ_0 with the multi-β log-SNR(t), uniform t"),
+    "L1_edm": dict(variant="noise_only", cache="mu0", diffusion={"t_density": "edm"}, spacing="uniform",
+                   what="L1 trained with EDM's log-normal density: L5_dlevel_edm with μ_0 for μ_t and no Δ head"),
     "L2": dict(variant="noise_only", cache="mu0", diffusion={"t_density": "cosine"}, spacing="cosine",
                what="L1, trained and stepped as the cosine schedule in log-SNR"),
     "L3": dict(variant="noise_only", cache="real", diffusion={"t_density": "cosine"}, spacing="cosine",
@@ -157,12 +159,17 @@ SAMPLERS = {
     "sheun25": dict(steps=25, eta=0.7, solver="heun", n=N_SAMPLES),
     "heun100": dict(steps=100, eta=0.0, solver="heun", n=N_SAMPLES),
     "ddim50": dict(steps=50, eta=0.0, solver="euler", n=N_SAMPLES),
+    # the same samplers on 5,000 samples (dsprites_long's pipeline runs draw as many)
+    "sheun25_n5000": dict(steps=25, eta=0.7, solver="heun", n=5000),
+    "anc1000_n5000": dict(steps=1000, eta=1.0, solver="euler", n=5000),
 }
 #: (sampler, score) columns of the summary table
 SUMMARY_COLUMNS = (("heun10", "fd"), ("heun10", "valid"), ("heun10", "tv_max"), ("heun25", "fd"),
                    ("sheun25", "fd"), ("sheun25", "fd_inf"), ("sheun25", "valid"), ("anc1000", "fd"),
                    ("anc1000", "fd_inf"), ("anc1000", "valid"), ("heun100", "fd"), ("ddim50", "fd"),
-                   ("ddim50", "valid"))
+                   ("ddim50", "valid"), ("sheun25_n5000", "fd"), ("sheun25_n5000", "fd_inf"),
+                   ("sheun25_n5000", "valid"), ("anc1000_n5000", "fd"), ("anc1000_n5000", "fd_inf"),
+                   ("anc1000_n5000", "valid"))
 #: column titles of the score keys
 KEY_TITLES = {"fd": "FD", "fd_inf": "FD∞", "valid": "valid", "tv_max": "max TV"}
 #: sample counts of results written before ``n`` was recorded (anc1000 then drew 1,000)
@@ -279,8 +286,7 @@ def delta_error(model: torch.nn.Module, cache: LatentCache, seed: int) -> dict[s
     for t0 in DELTA_ERROR_T:
         t = torch.full((len(rows),), t0, dtype=torch.float64)
         mu, delta = cache.mu_and_delta_at(rows, t)
-        sigma = model.sigma(t.float())
-        z = mu + (sigma if sigma.ndim == 2 else sigma[:, None]) * torch.randn(mu.shape, generator=gen)
+        z = mu + model.sigma_table.columns(t.float()) * torch.randn(mu.shape, generator=gen)
         with torch.no_grad():
             _, delta_hat = model(z.to(device), t.float().to(device))
         out[f"{t0:g}"] = float((delta_hat.cpu() - delta).norm() / delta.norm())
@@ -361,15 +367,13 @@ def summarise(folder: Path = OUT_DIR) -> str:
              "Domain FD ↓, valid fraction ↑, max TV ↓: mean ± sd over seeds (n seeds in brackets); "
              "heun10 / heun25 / heun100: 10 / 25 / 100 Heun steps (19 / 49 / 199 NFE), sheun25: 25 "
              "stochastic Heun steps with η = 0.7 (49 NFE), anc1000: 1000-step ancestral, ddim50: 50 "
-             f"deterministic Euler (DDIM) steps; {N_SAMPLES:,} samples each. Results of "
+             f"deterministic Euler (DDIM) steps; {N_SAMPLES:,} samples each (`_n5000`: the same "
+             "sampler on 5,000 samples). Results of "
              "1000-step ancestral runs on 1,000 samples (written before every sampler drew as many) are "
              "left out: FD is larger on fewer samples. FD∞: the FD extrapolated to infinitely many "
-             f"samples (FD_n = FD∞ + c/n fitted over {FD_INF_SUBSETS} random subsets of 500, 1,000 and "
-             "1,500 samples and all 2,000; `--fd-inf`, benchmarks/fd_sample_size.py); a count in "
-             "brackets: fewer seeds than the row has.", "",
-             "| rung | what | denoiser steps (default: the experiment's) | seeds | "
-             + " | ".join(f"{s} {KEY_TITLES[k]}" for s, k in SUMMARY_COLUMNS) + " |",
-             "|---|---|---|---|" + "---|" * len(SUMMARY_COLUMNS)]
+             f"samples (FD_n = FD∞ + c/n fitted over {FD_INF_SUBSETS} random subsets of 500, 1,000, "
+             "1,500, … samples and all of them; `--fd-inf`, benchmarks/fd_sample_size.py); a count in "
+             "brackets: fewer seeds than the row has. Columns no rung has scored are left out.", ""]
 
     def cell(runs: list[dict[str, Any]], sampler: str, key: str) -> str:
         # only scores on the sampler's current sample count (FD depends on it)
@@ -381,10 +385,15 @@ def summarise(folder: Path = OUT_DIR) -> str:
         fewer = f" [{len(vals)}]" if len(vals) < len(runs) else ""
         return f"{np.mean(vals):.3f}{sd}{fewer}"
 
+    cells = {key: [cell(rows[key], s, k) for s, k in SUMMARY_COLUMNS] for key in order}
+    shown = [j for j in range(len(SUMMARY_COLUMNS)) if any(c[j] != "–" for c in cells.values())]
+    lines += ["| rung | what | denoiser steps (default: the experiment's) | seeds | "
+              + " | ".join(f"{SUMMARY_COLUMNS[j][0]} {KEY_TITLES[SUMMARY_COLUMNS[j][1]]}" for j in shown) + " |",
+              "|---|---|---|---|" + "---|" * len(shown)]
     for rung, steps in order:
         runs = rows[(rung, steps)]
-        lines.append(f"| {rung} | {RUNGS[rung]['what']} | {steps or 'default'} | {len(runs)} | " + " | ".join(
-            cell(runs, s, k) for s, k in SUMMARY_COLUMNS) + " |")
+        lines.append(f"| {rung} | {RUNGS[rung]['what']} | {steps or 'default'} | {len(runs)} | "
+                     + " | ".join(cells[(rung, steps)][j] for j in shown) + " |")
     diag = [(key, runs) for key, runs in ((k, rows[k]) for k in order)
             if any("sharpen" in r for r in runs)]
     if diag:

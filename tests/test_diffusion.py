@@ -396,6 +396,11 @@ def test_sigma_rms_is_one_convention_for_shared_and_per_dimension_sigma() -> Non
     table = SigmaTable(grid, np.stack([grid, 2 * grid], axis=1))
     t = torch.tensor([0.3, 0.9], dtype=torch.float64)
     torch.testing.assert_close(table.rms(t), t * math.sqrt(2.5), rtol=1e-12, atol=0)
+    # the form that scales latents [N, d]: per-dimension rows as they are, a shared σ as a column
+    torch.testing.assert_close(table.columns(t), torch.stack([t, 2 * t], dim=1), rtol=1e-12, atol=0)
+    shared_table = SigmaTable(grid, grid)
+    assert shared_table.columns(t).shape == (2, 1)
+    torch.testing.assert_close(shared_table.columns(t)[:, 0], t, rtol=1e-12, atol=0)
 
 
 def test_per_level_delta_scale_interpolates_and_scales_the_head() -> None:

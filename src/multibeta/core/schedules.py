@@ -80,6 +80,12 @@ class SigmaTable(torch.nn.Module):
             w = w[..., None]
         return (s0 + w * (s1 - s0)).to(t.dtype if t.is_floating_point() else torch.float32)
 
+    def columns(self, t: torch.Tensor) -> torch.Tensor:
+        """σ_t for times ``t`` [N] shaped to scale latents [N, d]: ``[N, 1]`` (shared) or
+        ``[N, d]`` (per dimension)."""
+        sigma = self(t)
+        return sigma if self.per_dimension else sigma[:, None]
+
     def rms(self, t: torch.Tensor) -> torch.Tensor:
         """σ̄_t = sqrt(mean_j σ_{t,j}²), shape ``t.shape``: the noise level of the whole latent
         (σ_t itself for a shared table), for everything that needs one number per t."""

@@ -162,8 +162,7 @@ class MultiBetaProcess:
 
     def q_sample(self, mu_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """z_t = μ_t + σ_t ε: ``[B, d]``."""
-        sigma = self.sigma(t).to(mu_t.dtype)
-        return mu_t + (sigma if self.sigma_table.per_dimension else sigma[:, None]) * eps
+        return mu_t + self.sigma_table.columns(t).to(mu_t.dtype) * eps
 
     def snr(self, t: torch.Tensor) -> torch.Tensor:
         """snr(t) = v̄(t)/σ̄_t² ``[B]`` (float32; inf where σ_t = 0); σ̄_t = σ_t, or the RMS over
