@@ -19,10 +19,15 @@
   plus isotropic Gaussian noise of std s (in latent units; μ_0 has a std near 1 per dimension),
   decoded and scored by every generation ruler. The valid fraction a sampler reaches says how
   far off the data's manifold its latents end; FD hardly sees that distance.
+- ``ema``: each denoiser's EMA weights (what the pipeline samples with, ``diffusion.ema_decay``)
+  against its last trained weights, the multi-β denoiser with 25 stochastic Heun steps, the
+  plain DDPM with its 1000-step ancestral chain (2,000 samples each): whether the average
+  over the last ~1/(1 − decay) steps helps or lags behind a learning rate that has decayed.
 
     .venv/bin/python benchmarks/generation_diagnostics.py bayes --experiment default
     .venv/bin/python benchmarks/generation_diagnostics.py sample-size start oracle matched --experiment default
     .venv/bin/python benchmarks/generation_diagnostics.py noise --experiment default
+    .venv/bin/python benchmarks/generation_diagnostics.py ema --checkpoints results/default/ladder/*_lr3_s*/model.pt
     .venv/bin/python benchmarks/generation_diagnostics.py start oracle --denoiser results/default/ladder/L5_dlevel_s0/model.pt
 
 Writes ``benchmarks/results/generation_diagnostics_<experiment>.md`` (one section per
@@ -217,6 +222,34 @@ def noise_table(exp: Experiment, n: int) -> str:
     return "\n".join(lines)
 
 
+#: the sampler each variant is scored with in :func:`ema_table`
+EMA_SAMPLERS = {"multibeta": ("sheun25", dict(steps=25, eta=0.7, solver="heun")),
+                "standard_ldm": ("anc1000", dict(steps=1000, eta=1.0, solver="euler"))}
+
+
+def ema_table(exp: Experiment, checkpoints: list[Path], n: int) -> str:
+    """FD and valid fraction of ``n`` samples of each checkpoint's EMA and last trained weights."""
+    from multibeta.models.loading import load_denoiser, restore_sigma_table
+
+    lines = ["| checkpoint | sampler | EMA weights: FD / valid | last weights: FD / valid |", "|---|---|---|---|"]
+    for path in checkpoints:
+        model, state = load_denoiser(path, map_location=exp.runtime.device)
+        variant = state["variant"]
+        name, sampler = EMA_SAMPLERS[variant]
+        settings = SamplerSettings(variant=variant, spacing="uniform", seed=0, batch_size=1000, **sampler)
+        cells = []
+        for weights in ("ema", "model"):
+            model.load_state_dict(state[weights])
+            restore_sigma_table(model, state)
+            z = sample_latents(model, model.sigma_table, settings, n=n, device=exp.runtime,
+                               prior=None if variant == "standard_ldm" else _prior(exp), progress=False)
+            scores = _score(exp, z)
+            cells.append(f"{scores['fd']:.3f} / {scores['valid']:.3f}")
+        lines.append(f"| `{path}` | {name} | {cells[0]} | {cells[1]} |")
+        logger.info(lines[-1])
+    return "\n".join(lines)
+
+
 def replace_section(text: str, title: str, body: str) -> str:
     """``text`` with the section ``## title`` replaced by (or appended as) ``body``."""
     section = f"## {title}\n\n{body}\n"
@@ -228,11 +261,13 @@ def replace_section(text: str, title: str, body: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("diagnostics", nargs="+", choices=["bayes", "sample-size", "start", "oracle", "matched", "noise"])
+    parser.add_argument("diagnostics", nargs="+", choices=["bayes", "sample-size", "start", "oracle", "matched", "noise", "ema"])
     parser.add_argument("--config", type=Path, default=REPO / "config.yaml")
     parser.add_argument("--experiment", default="default")
     parser.add_argument("--denoiser", type=Path, default=None,
                         help="a multibeta checkpoint other than the experiment's own")
+    parser.add_argument("--checkpoints", type=Path, nargs="*", default=None,
+                        help="ema: denoiser checkpoints (default: the experiment's multibeta and standard_ldm)")
     parser.add_argument("--n", type=int, default=1000, help="validation rows of the bayes table")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -260,6 +295,11 @@ def main() -> None:
         elif name == "oracle":
             text = replace_section(text, f"Chains from the true z_t ({label})",
                                    f"{source} 2,000 training images.\n\n" + oracle_table(exp, model, 2000))
+        elif name == "ema":
+            checkpoints = args.checkpoints or [exp.base / "diffusion" / v / "model.pt" for v in EMA_SAMPLERS]
+            text = replace_section(text, "EMA against the last trained weights",
+                                   f"Commit {commit}; 2,000 samples per sampler, sampler seed 0.\n\n"
+                                   + ema_table(exp, checkpoints, 2000))
         elif name == "noise":
             text = replace_section(text, "Valid fraction against latent noise",
                                    f"VAE `results/{args.experiment}/vae/model.pt`, commit {commit}; 2,000 training "
