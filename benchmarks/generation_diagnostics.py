@@ -235,6 +235,9 @@ def ema_table(exp: Experiment, checkpoints: list[Path], n: int) -> str:
     for path in checkpoints:
         model, state = load_denoiser(path, map_location=exp.runtime.device)
         variant = state["variant"]
+        if variant not in EMA_SAMPLERS:
+            raise ValueError(f"{path}: a {variant} denoiser; the ema diagnostic scores "
+                             f"{' and '.join(EMA_SAMPLERS)} checkpoints")
         name, sampler = EMA_SAMPLERS[variant]
         settings = SamplerSettings(variant=variant, spacing="uniform", seed=0, batch_size=1000, **sampler)
         cells = []

@@ -170,6 +170,10 @@ SAMPLERS = {
     # the same samplers on 5,000 samples (dsprites_long's pipeline runs draw as many)
     "sheun25_n5000": dict(steps=25, eta=0.7, solver="heun", n=5000),
     "anc1000_n5000": dict(steps=1000, eta=1.0, solver="euler", n=5000),
+    # other ≤ 50-NFE samplers of the multi-β denoiser on 5,000 samples: fully stochastic Heun,
+    # and the ancestral chain cut to 50 steps
+    "sheun25_eta1_n5000": dict(steps=25, eta=1.0, solver="heun", n=5000),
+    "anc50_n5000": dict(steps=50, eta=1.0, solver="euler", n=5000),
 }
 #: (sampler, score) columns of the summary table
 SUMMARY_COLUMNS = (("heun10", "fd"), ("heun10", "valid"), ("heun10", "tv_max"), ("heun25", "fd"),
@@ -177,7 +181,8 @@ SUMMARY_COLUMNS = (("heun10", "fd"), ("heun10", "valid"), ("heun10", "tv_max"), 
                    ("anc1000", "fd_inf"), ("anc1000", "valid"), ("heun100", "fd"), ("ddim50", "fd"),
                    ("ddim50", "valid"), ("sheun25_n5000", "fd"), ("sheun25_n5000", "fd_inf"),
                    ("sheun25_n5000", "valid"), ("anc1000_n5000", "fd"), ("anc1000_n5000", "fd_inf"),
-                   ("anc1000_n5000", "valid"))
+                   ("anc1000_n5000", "valid"), ("sheun25_eta1_n5000", "fd"), ("sheun25_eta1_n5000", "valid"),
+                   ("anc50_n5000", "fd"), ("anc50_n5000", "valid"))
 #: column titles of the score keys
 KEY_TITLES = {"fd": "FD", "fd_inf": "FD∞", "valid": "valid", "tv_max": "max TV"}
 #: sample counts of results written before ``n`` was recorded (anc1000 then drew 1,000)
@@ -299,7 +304,7 @@ def delta_error(model: torch.nn.Module, cache: LatentCache, seed: int) -> dict[s
     for t0 in DELTA_ERROR_T:
         t = torch.full((len(rows),), t0, dtype=torch.float64)
         mu, delta = cache.mu_and_delta_at(rows, t)
-        z = mu + model.sigma_table.columns(t.float()) * torch.randn(mu.shape, generator=gen)
+        z = mu + model.sigma_table.columns(t.float().to(device)).cpu() * torch.randn(mu.shape, generator=gen)
         with torch.no_grad():
             _, delta_hat = model(z.to(device), t.float().to(device))
         out[f"{t0:g}"] = float((delta_hat.cpu() - delta).norm() / delta.norm())
@@ -336,7 +341,8 @@ def run(exp: Experiment, rung: str, seed: int, samplers: list[str], runtime: Any
     spec = RUNGS[rung]
     cache = LatentCache(rung_cache(exp, spec, runtime))
     result = result or {"experiment": exp.base.name, "rung": rung, "seed": seed, "steps": steps, "what": spec["what"], "variant": spec["variant"],
-                              "diffusion": spec["diffusion"], "cache": spec["cache"], "spacing": spec["spacing"], "train_s": train_s,
+                              "diffusion": {**spec["diffusion"], **({"edm_p_mean": spec["edm_p_mean"]} if "edm_p_mean" in spec else {})},
+                              "cache": spec["cache"], "spacing": spec["spacing"], "train_s": train_s,
                               "versions": collect_versions(), "scores": {}}
     for name in samplers:
         n_old = score_n(result["scores"], name)
@@ -381,7 +387,7 @@ def summarise(folder: Path = OUT_DIR) -> str:
              "heun10 / heun25 / heun100: 10 / 25 / 100 Heun steps (19 / 49 / 199 NFE), sheun25: 25 "
              "stochastic Heun steps with η = 0.7 (49 NFE), anc1000: 1000-step ancestral, ddim50: 50 "
              f"deterministic Euler (DDIM) steps; {N_SAMPLES:,} samples each (`_n5000`: the same "
-             "sampler on 5,000 samples). Results of "
+             "sampler on 5,000 samples; sheun25_eta1: η = 1; anc50: 50 ancestral steps, 50 NFE). Results of "
              "1000-step ancestral runs on 1,000 samples (written before every sampler drew as many) are "
              "left out: FD is larger on fewer samples. FD∞: the FD extrapolated to infinitely many "
              f"samples (FD_n = FD∞ + c/n fitted over {FD_INF_SUBSETS} random subsets of 500, 1,000, "

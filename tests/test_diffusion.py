@@ -394,12 +394,12 @@ def test_sigma_rms_is_one_convention_for_shared_and_per_dimension_sigma() -> Non
     np.testing.assert_allclose(sigma_rms(torch.as_tensor(per_dim)).numpy(), sigma_rms(per_dim), rtol=1e-12)
     grid = np.linspace(0, 1, 5)
     table = SigmaTable(grid, np.stack([grid, 2 * grid], axis=1))
-    t = torch.tensor([0.3, 0.9], dtype=torch.float64)
+    t = torch.tensor([0.3, 0.9, 0.5], dtype=torch.float64)  # N = 3 != d = 2: a swapped axis fails on shape
     torch.testing.assert_close(table.rms(t), t * math.sqrt(2.5), rtol=1e-12, atol=0)
     # the form that scales latents [N, d]: per-dimension rows as they are, a shared σ as a column
     torch.testing.assert_close(table.columns(t), torch.stack([t, 2 * t], dim=1), rtol=1e-12, atol=0)
     shared_table = SigmaTable(grid, grid)
-    assert shared_table.columns(t).shape == (2, 1)
+    assert shared_table.columns(t).shape == (3, 1)
     torch.testing.assert_close(shared_table.columns(t)[:, 0], t, rtol=1e-12, atol=0)
 
 
