@@ -154,8 +154,16 @@ RUNGS: dict[str, dict[str, Any]] = {
                               diffusion={"t_density": "edm", "delta_scale": "per_level"}, spacing="uniform",
                               what="L5_dlevel_edm on a cache of 33 levels (17 by default)"),
 }
+# the default recipe's denoisers stepped on other grids (same models as L5_dlevel_edm_lr3)
+for _grid in ("logsnr", "edm", "quadratic"):
+    RUNGS[f"L5_dlevel_edm_lr3_{_grid}"] = dict(
+        RUNGS["L5_dlevel_edm_lr3"], spacing=_grid,
+        what=f"L5_dlevel_edm_lr3 stepped on the {_grid} grid (the same models; uniform in t by default)")
+RUNGS["L5_dlevel_edm_logsnr"] = dict(RUNGS["L5_dlevel_edm"], spacing="logsnr",
+                                     what="L5_dlevel_edm stepped evenly in log-SNR (the same models)")
 #: rungs that reuse another rung's trained model (same training, other sampler grid)
-SAME_MODEL = {"L4_ugrid": "L4", "L4_lgrid": "L4"}
+SAME_MODEL = {"L4_ugrid": "L4", "L4_lgrid": "L4", "L5_dlevel_edm_logsnr": "L5_dlevel_edm",
+              **{f"L5_dlevel_edm_lr3_{g}": "L5_dlevel_edm_lr3" for g in ("logsnr", "edm", "quadratic")}}
 #: every sampler draws as many samples: FD is biased upwards by a small sample set (the default
 #: run's 10-step Heun scores 2.06 with 1,000 samples and 1.49 with 2,000), so FDs are only
 #: compared at equal n
@@ -449,6 +457,8 @@ def main() -> None:
     parser.add_argument("--heun100", action="store_true", help="also score 100-step Heun")
     parser.add_argument("--samplers", nargs="*", default=[], choices=list(SAMPLERS),
                         help="further samplers to score (e.g. ddim50 for the plain DDPM)")
+    parser.add_argument("--only", action="store_true",
+                        help="score only the samplers named by --samplers (not heun10 and anc1000 too)")
     parser.add_argument("--steps", type=int, default=None,
                         help="denoiser steps instead of the experiment's (a longer budget)")
     parser.add_argument("--threads", type=int, default=None)
@@ -462,7 +472,7 @@ def main() -> None:
     if args.rungs:
         exp = Experiment.from_config_file(args.config, args.experiment, args.threads)
         runtime = exp.runtime
-        samplers = ["heun10", "anc1000"] + (["heun100"] if args.heun100 else []) + args.samplers
+        samplers = ([] if args.only else ["heun10", "anc1000"]) + (["heun100"] if args.heun100 else []) + args.samplers
         for rung in args.rungs:
             for seed in args.seeds:
                 out = out_dir(args.experiment) / f"{run_name(rung, seed, args.steps)}.json"
