@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from generation_gap import Experiment  # noqa: E402
 from multibeta.cache.latent_cache import LatentCache  # noqa: E402
 from multibeta.core.schedules import sigma_rms  # noqa: E402
-from multibeta.sampling.samplers import GaussianPrior, sample_latents  # noqa: E402
+from multibeta.sampling.samplers import sample_latents  # noqa: E402
 from multibeta.sampling.settings import SamplerSettings  # noqa: E402
 from multibeta.utils.io import write_text  # noqa: E402
 from multibeta.utils.versions import collect_versions  # noqa: E402
@@ -104,12 +104,6 @@ def bayes_table(exp: Experiment, model: torch.nn.Module, n: int, seed: int) -> s
     return "\n".join(lines)
 
 
-def _prior(exp: Experiment) -> GaussianPrior:
-    cache = exp.cache
-    return GaussianPrior.fit(torch.as_tensor(cache.level(cache.num_levels - 1)[cache.rows("train")]),
-                             cache.sigma_1)
-
-
 def _score(exp: Experiment, z: torch.Tensor) -> dict[str, float]:
     return exp.score(exp.decode(z))
 
@@ -120,7 +114,7 @@ def sample_size_table(exp: Experiment, model: torch.nn.Module, runs: list[dict[s
         fds = []
         for n in (1000, 2000):
             settings = SamplerSettings(variant="multibeta", spacing="uniform", seed=0, batch_size=1000, **run)
-            z = sample_latents(model, model.sigma_table, settings, n=n, device=exp.runtime, prior=_prior(exp),
+            z = sample_latents(model, model.sigma_table, settings, n=n, device=exp.runtime, prior=exp.prior,
                                progress=False)
             fds.append(_score(exp, z)["fd"])
         lines.append(f"| {run} | {fds[0]:.3f} | {fds[1]:.3f} |")
@@ -138,7 +132,7 @@ def start_table(exp: Experiment, model: torch.nn.Module, n: int) -> str:
         for seed in (0, 1):
             settings = SamplerSettings(variant="multibeta", spacing="uniform", seed=seed, batch_size=1000, **run)
             fitted = sample_latents(model, model.sigma_table, settings, n=n, device=exp.runtime,
-                                    prior=_prior(exp), progress=False)
+                                    prior=exp.prior, progress=False)
             rows = np.random.default_rng(100 + seed).choice(cache.rows("train"), n, replace=True)
             mu_1 = torch.as_tensor(cache.level(cache.num_levels - 1)[rows])
             empirical = sample_latents(model, model.sigma_table, settings, device=exp.runtime, t_start=1.0,
@@ -245,7 +239,7 @@ def ema_table(exp: Experiment, checkpoints: list[Path], n: int) -> str:
             model.load_state_dict(state[weights])
             restore_sigma_table(model, state)
             z = sample_latents(model, model.sigma_table, settings, n=n, device=exp.runtime,
-                               prior=None if variant == "standard_ldm" else _prior(exp), progress=False)
+                               prior=None if variant == "standard_ldm" else exp.prior, progress=False)
             scores = _score(exp, z)
             cells.append(f"{scores['fd']:.3f} / {scores['valid']:.3f}")
         lines.append(f"| `{path}` | {name} | {cells[0]} | {cells[1]} |")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import functools
 import logging
 import sys
 import time
@@ -119,6 +120,11 @@ class Experiment:
         compute = config["compute"]
         return cls(config, name, select_runtime(compute["device"], compute["precision"], threads))
 
+    @functools.cached_property
+    def prior(self) -> GaussianPrior:
+        """The fitted start of the multibeta / noise_only samplers (:meth:`GaussianPrior.from_cache`)."""
+        return GaussianPrior.from_cache(self.cache)
+
     def denoiser(self, variant: str, path: Path | None = None) -> torch.nn.Module:
         model, _ = load_denoiser(path or self.base / "diffusion" / variant / "model.pt",
                                  map_location=self.runtime.device)
@@ -143,8 +149,7 @@ def sample(exp: Experiment, variant: str, settings: dict[str, Any], n: int, *, m
     model = model if model is not None else exp.denoiser(variant)
     prior = None
     if variant != "standard_ldm":
-        prior = GaussianPrior.fit(torch.as_tensor(exp.cache.level(exp.cache.num_levels - 1)[exp.cache.rows("train")]),
-                                  float(exp.cache.sigma[-1]))
+        prior = exp.prior
     sampler = SamplerSettings(variant=variant, spacing="uniform", seed=seed, batch_size=1000, **settings)
     z = sample_latents(model, getattr(model, "sigma_table", None), sampler, n=n, device=exp.runtime,
                        prior=prior, progress=False)

@@ -287,10 +287,7 @@ def train_rung(exp: Experiment, rung: str, seed: int, runtime: Any, steps: int |
 def sample_rung(exp: Experiment, rung: str, model: torch.nn.Module, cache: LatentCache, sampler: str,
                 seed: int) -> torch.Tensor:
     spec, opts = RUNGS[rung], SAMPLERS[sampler]
-    prior = None
-    if spec["variant"] != "standard_ldm":
-        mu1 = cache.level(cache.num_levels - 1)[cache.rows("train")]
-        prior = GaussianPrior.fit(torch.as_tensor(mu1), cache.sigma_1)  # σ_1: a number, or [d] per dimension
+    prior = None if spec["variant"] == "standard_ldm" else GaussianPrior.from_cache(cache)
     settings = SamplerSettings(variant=spec["variant"], steps=opts["steps"], eta=opts["eta"],
                                solver=opts["solver"], spacing=spec["spacing"], seed=seed, batch_size=1000)
     z = sample_latents(model, getattr(model, "sigma_table", None), settings, n=opts["n"],

@@ -29,7 +29,7 @@ def main(smk) -> None:
         sigma_1 = cache.sigma_1
         mismatch = start_mismatch(mu_1, sigma_1)
         if run.uses_fitted_prior:
-            prior = GaussianPrior.fit(mu_1[cache.rows("train")], sigma_1)
+            prior = GaussianPrior.from_cache(cache)
     output = sample_run(
         run, models.denoiser, models.sigma, device=runtime, decoder=models.decoder,
         decode_batch_size=smk.params.decode_batch_size, prior=prior,

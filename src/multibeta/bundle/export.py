@@ -73,8 +73,7 @@ def latent_space(cache: LatentCache) -> dict[str, Any]:
         distribution of z_1 (``prior_mean`` ``[d]``, ``prior_scale_tril`` ``[d, d]``, float32,
         fitted on the training rows exactly as the sample rule fits it).
     """
-    mu_1 = torch.as_tensor(cache.level(cache.num_levels - 1))
-    prior = GaussianPrior.fit(mu_1[cache.rows("train")], cache.sigma_1)
+    prior = GaussianPrior.from_cache(cache)
     return {
         "kind": "latent_space",
         "schedule_t": torch.as_tensor(cache.schedule_t),

@@ -34,7 +34,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Literal, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -47,6 +47,9 @@ from multibeta.sampling.config import SampleRunConfig
 from multibeta.sampling.settings import SOLVERS, VARIANTS, SamplerSettings, Solver, Variant
 from multibeta.sampling.spacing import time_grid
 from multibeta.utils.device import Runtime, eval_mode
+
+if TYPE_CHECKING:
+    from multibeta.cache.latent_cache import LatentCache
 
 logger = logging.getLogger(__name__)
 
@@ -399,6 +402,13 @@ class GaussianPrior:
         else:
             cov = cov + torch.diag(torch.as_tensor(np.asarray(sigma_1), dtype=torch.float64) ** 2)
         return cls(mean=mu.mean(0).float(), scale_tril=torch.linalg.cholesky(cov).float())
+
+    @classmethod
+    def from_cache(cls, cache: LatentCache) -> GaussianPrior:
+        """:meth:`fit` on a latent cache: the training rows' μ at its last level (t = 1) and its
+        σ_1 — the start the sample rule, the bundle and the benchmarks all use."""
+        mu_1 = torch.as_tensor(cache.level(cache.num_levels - 1))
+        return cls.fit(mu_1[cache.rows("train")], cache.sigma_1)
 
     @property
     def cov(self) -> torch.Tensor:
